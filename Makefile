@@ -1,0 +1,46 @@
+# Two commands: `make demo` and `make test`. Both set everything up on a fresh Debian 12 machine
+# (root, Python >= 3.11, package registries only) and are quick to re-run.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.casa-installed
+
+# Debian packages the tests and the facility-in-a-box need (servers run on 127.0.0.1 only).
+APT_PACKAGES := xrootd-server xrootd-server-plugins xrootd-client xrootd-client-plugins \
+                xrootd-scitokens-plugins iproute2 procps
+
+.PHONY: demo test setup apt venv clean bench
+
+demo: setup
+	$(VENV)/bin/casa demo
+
+test: setup
+	$(PY) -m pytest -ra
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+setup: apt venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Installs only what is missing, so a second run costs one dpkg query.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,46 @@
+"""Local files: plain paths and ``file://`` URLs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fsspec
+
+from ..errors import ServiceError
+from .base import DeliveryPath
+
+__all__ = ["LocalPath", "local_path"]
+
+
+def local_path(url: str) -> str:
+    """``file:///a/b`` or ``/a/b`` or ``~/a`` -> ``/a/b``."""
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    return os.path.expanduser(url)
+
+
+class LocalPath(DeliveryPath):
+    """Files on a local or network-mounted filesystem."""
+
+    name = "local"
+    schemes = ("file", "local")
+
+    def filesystem(self, url: str) -> fsspec.AbstractFileSystem:
+        return fsspec.filesystem("file")
+
+    def check(self, url: str, timeout: float = 5.0) -> None:
+        path = local_path(url)
+        if not os.path.exists(path):
+            raise ServiceError(f"{path} does not exist")
+        if not os.access(path, os.R_OK):
+            raise ServiceError(f"{path} is not readable by this user")
+
+    def to_url(self, lfn: str, base: str, prefix: str) -> str:
+        return os.path.join(local_path(base), lfn[len(prefix):].lstrip("/"))
+
+    def reader_url(self, url: str) -> str:
+        return local_path(url)
+
+    def storage_options(self, url: str) -> dict[str, Any]:
+        return {}
