@@ -1,0 +1,29 @@
+"""The ``casa`` command: ``casa data``, ``casa demo`` and the commands later layers add."""
+
+from __future__ import annotations
+
+import typer
+
+from casa_data.cli import data_app
+
+app = typer.Typer(help="casa: data delivery first, compute second.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@app.command()
+def demo(
+    output: str = typer.Option("casa-output", help="directory for the plot"),
+    dataset: str = typer.Option("demo/zmumu", help="dataset to run on"),
+) -> None:
+    """Generate the demo data if needed, open it and plot the dimuon mass."""
+    from .demo import run_demo
+
+    run_demo(dataset=dataset, output=output)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
