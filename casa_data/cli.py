@@ -42,14 +42,13 @@ def describe(
 
 @data_app.command("demo")
 def demo_data(
-    events: int = typer.Option(200_000, help="events in all"),
     seed: int = typer.Option(42),
     force: bool = typer.Option(False, help="regenerate even if the files exist"),
 ) -> None:
     """Generate the built-in demo dataset (demo/zmumu, demo/zmumu-parquet)."""
     from .demo import generate
 
-    for path in generate(total_events=events, seed=seed, force=force):
+    for path in generate(seed=seed, force=force):
         print(path)
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "FileReadError",
     "PartialResultError",
     "ServiceError",
+    "TokenError",
     "close_matches",
 ]
 
@@ -130,6 +131,14 @@ class PartialResultError(CasaError):
 
 class ServiceError(CasaError):
     """A service (XRootD, S3, ServiceX, Skyhook, ...) could not be started or reached."""
+
+
+class TokenError(CasaError, PermissionError):
+    """A bearer token is missing, expired or not good for the request; ``source`` says where it came from."""
+
+    def __init__(self, message: str, source: str | None = None):
+        self.source = source
+        super().__init__(message)
 
 
 def _short(err: BaseException | str, limit: int = 300) -> str:

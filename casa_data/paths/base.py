@@ -13,7 +13,8 @@ To implement a path:
 3. Implement :meth:`check` (a fast health check of the service behind a URL; raise
    :class:`~casa_data.errors.ServiceError` saying what is wrong and what to do).
 4. Optionally override :meth:`to_url` (LFN -> URL, default: prefix substitution from a site rule),
-   :meth:`storage_options` (what uproot/pyarrow need to read the URL) and :meth:`reader_url`.
+   :meth:`storage_options` (what uproot needs to read the URL), :meth:`reader_url` and
+   :meth:`arrow_filesystem` (what pyarrow reads through).
 5. Register it in ``_BUILTIN`` of :mod:`casa_data.paths` or in the ``casa.paths`` entry points.
 
 Paths are built from the ``paths: {name: {...}}`` section of the configuration, so options
@@ -62,6 +63,13 @@ class DeliveryPath(ABC):
     def reader_url(self, url: str) -> str:
         """The string handed to uproot / pyarrow (e.g. a plain path for local files)."""
         return url
+
+    def arrow_filesystem(self, url: str):
+        """``(pyarrow.fs.FileSystem, path)`` for pyarrow readers (default: wraps :meth:`filesystem`)."""
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        fs = self.filesystem(url)
+        return PyFileSystem(FSSpecHandler(fs)), fs._strip_protocol(url)
 
     # -- provided ---------------------------------------------------------------------------
     def open(self, url: str, mode: str = "rb", **kwargs: Any):

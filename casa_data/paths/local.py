@@ -44,3 +44,8 @@ class LocalPath(DeliveryPath):
 
     def storage_options(self, url: str) -> dict[str, Any]:
         return {}
+
+    def arrow_filesystem(self, url: str):
+        from pyarrow.fs import LocalFileSystem
+
+        return LocalFileSystem(), local_path(url)

@@ -101,10 +101,14 @@ def _give_to_server(*paths: Path) -> None:
         return
     pw = pwd.getpwnam(RUN_AS)
     for p in paths:
-        os.chown(p, pw.pw_uid, pw.pw_gid)
+        names = [str(p)]
         for root, dirs, files in os.walk(p):
-            for name in [root, *(os.path.join(root, d) for d in dirs), *(os.path.join(root, f) for f in files)]:
-                os.chown(name, pw.pw_uid, pw.pw_gid)
+            names += [os.path.join(root, n) for n in dirs + files]
+        for name in names:
+            try:
+                os.lchown(name, pw.pw_uid, pw.pw_gid)
+            except FileNotFoundError:  # a server's runtime entry vanished meanwhile
+                pass
 
 
 class _XRootDServer(Service):

@@ -1,0 +1,340 @@
+"""``casa_data.open()`` and :class:`Dataset`: a resolved dataset you can read in many shapes."""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
+
+import awkward as ak
+
+from . import readers
+from .catalog import DatasetSpec, get_catalog
+from .errors import (CasaError, ColumnNotFoundError, FileReadError, FilterError, PartialResultError,
+                     ReplicaError)
+from .expr import Filter
+from .resolver import Candidate, ResolvedFile, resolve
+
+__all__ = ["open", "Dataset"]
+
+log = logging.getLogger("casa_data")
+T = TypeVar("T")
+Errors = Literal["raise", "skip"]
+
+# Errors that are the caller's, not a replica's: never fail over on them.
+_USER_ERRORS = (ColumnNotFoundError, FilterError)
+
+
+def open(
+    dataset: str | os.PathLike | DatasetSpec | Sequence[str | os.PathLike],
+    columns: Sequence[str] | None = None,
+    filter: str | Filter | None = None,
+    via: str | None = None,
+    *,
+    catalog: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    tree: str = "Events",
+    errors: Errors = "raise",
+) -> "Dataset":
+    """Resolve a dataset to files, by the best delivery path.
+
+    Parameters
+    ----------
+    dataset
+        A catalog name (``"cms/dimuon-2012"``), a :class:`~casa_data.catalog.DatasetSpec`, a path
+        or URL, a glob (``"/data/*.root"``) or a list of paths/URLs.
+    columns, filter
+        Defaults for every read of the returned dataset: the columns to read and a filter
+        expression such as ``"nMuon >= 2"`` (see :mod:`casa_data.expr`).
+    via
+        Deliver only through this path (``"local"``, ``"xcache"``, ``"s3"``, ...); by default the
+        site's rules and the catalog's replicas are tried in order.
+    catalog
+        Extra catalog file(s) or directories, searched first.
+    tree
+        Tree name for ad-hoc paths (catalog entries carry their own).
+    errors
+        ``"raise"`` (default): a file that cannot be read raises
+        :class:`~casa_data.errors.PartialResultError` carrying what was read; ``"skip"``: such
+        files are logged, left out and listed in ``Dataset.failures``.
+    """
+    if isinstance(dataset, DatasetSpec):
+        spec = dataset
+    elif isinstance(dataset, (str, os.PathLike)) and not _looks_like_path(os.fspath(dataset)):
+        spec = get_catalog(catalog).get(os.fspath(dataset))
+    elif isinstance(dataset, (str, os.PathLike)):
+        spec = DatasetSpec.from_paths([dataset], tree=tree)
+    else:
+        spec = DatasetSpec.from_paths(list(dataset), tree=tree)
+    flt = Filter(filter) if filter is not None else None
+    return Dataset(spec, resolve(spec, via=via), columns=columns, filter=flt, via=via, errors=errors)
+
+
+def _looks_like_path(s: str) -> bool:
+    return "://" in s or s.startswith(("/", ".", "~")) or os.path.exists(s) or s.endswith(
+        (".root", ".parquet", ".parq"))
+
+
+class Dataset:
+    """A dataset resolved to files, each with replicas tried in order.
+
+    Reads: :meth:`to_awkward`, :meth:`to_arrow`, :meth:`iter_batches`, :meth:`events`; for coffea,
+    :meth:`fileset`. Column and filter arguments default to those given to :func:`open`.
+    """
+
+    def __init__(self, spec: DatasetSpec, files: list[ResolvedFile], columns: Sequence[str] | None = None,
+                 filter: Filter | None = None, via: str | None = None, errors: Errors = "raise"):
+        self.spec = spec
+        self.resolved = files
+        self.columns = list(columns) if columns is not None else None
+        self.filter = filter
+        self.via = via
+        self.errors: Errors = errors
+        self.failures: dict[str, BaseException] = {}
+        self._warned: set[str] = set()
+
+    # -- identity -----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tree(self) -> str:
+        return self.spec.tree
+
+    @property
+    def format(self) -> str:
+        return self.spec.format
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.spec.metadata)
+
+    @property
+    def files(self) -> list[str]:
+        """The preferred replica URL of every file."""
+        return [f.url for f in self.resolved]
+
+    def fileset(self) -> dict[str, dict[str, Any]]:
+        """coffea's fileset: ``{name: {"files": {url: tree}, "metadata": {...}}}``."""
+        return {self.name: {"files": {f.url: self.tree for f in self.resolved}, "metadata": self.metadata}}
+
+    @property
+    def nevents(self) -> int:
+        """Events in the dataset (before any filter): from the catalog, else counted."""
+        total = 0
+        for f in self.resolved:
+            if f.nevents is None:
+                f.nevents = self._with_replicas(f, lambda c: readers.count_events(c, self.format, self.tree))
+            total += f.nevents
+        return total
+
+    def available_columns(self) -> list[str]:
+        """The columns of the first file."""
+        return self._with_replicas(self.resolved[0], lambda c: readers.available_columns(c, self.format, self.tree))
+
+    # -- failover -----------------------------------------------------------------------------------
+    def _with_replicas(self, f: ResolvedFile, fn: Callable[[Candidate], T]) -> T:
+        """Run ``fn`` on the first replica that works; log each failing replica once."""
+        failures: list[tuple[str, BaseException]] = []
+        for cand in f.candidates:
+            if cand.url in f.failed:
+                failures.append((cand.url, OSError(f.failed[cand.url])))
+                continue
+            try:
+                return fn(cand)
+            except _USER_ERRORS:
+                raise
+            except FileReadError as err:
+                failures.append((cand.url, err.reason if isinstance(err.reason, BaseException) else err))
+            except Exception as err:  # noqa: BLE001 - any access problem: try the next replica
+                failures.append((cand.url, err))
+            f.failed[cand.url] = f"{type(failures[-1][1]).__name__}: {failures[-1][1]}"
+            if cand.url not in self._warned and len(f.candidates) > 1:
+                self._warned.add(cand.url)
+                log.warning("replica %s of %s failed (%s); trying the next one", cand.url, self.name,
+                            f.failed[cand.url][:200])
+        if len(failures) == 1:
+            raise FileReadError(failures[0][0], failures[0][1])
+        raise ReplicaError(f.lfn, failures)
+
+    def _per_file(self, fn: Callable[[Candidate], T], errors: Errors | None) -> list[T]:
+        """``fn`` on every file; failed files raise PartialResultError or are skipped."""
+        errors = errors or self.errors
+        out: list[T] = []
+        failed: dict[str, BaseException] = {}
+        for f in self.resolved:
+            try:
+                out.append(self._with_replicas(f, fn))
+            except _USER_ERRORS:
+                raise
+            except (FileReadError, ReplicaError) as err:
+                failed[f.lfn] = err
+                if errors == "skip":
+                    log.warning("skipping %s of %s: %s", f.lfn, self.name, err)
+        self.failures.update(failed)
+        if failed and errors == "raise":
+            raise PartialResultError(self.name, out, failed)
+        return out
+
+    # -- reads --------------------------------------------------------------------------------------
+    def _args(self, columns, filter) -> tuple[list[str] | None, Filter | None]:
+        cols = list(columns) if columns is not None else self.columns
+        flt = Filter(filter) if filter is not None else self.filter
+        return cols, flt
+
+    def to_awkward(self, columns: Sequence[str] | None = None, filter: str | Filter | None = None,
+                   errors: Errors | None = None) -> ak.Array:
+        """All files as one awkward array (only ``columns``, only events passing ``filter``)."""
+        cols, flt = self._args(columns, filter)
+        try:
+            parts = self._per_file(lambda c: readers.read_awkward(c, self.format, self.tree, cols, flt), errors)
+        except PartialResultError as err:
+            err.partial = _concat(err.partial)
+            raise
+        return _concat(parts)
+
+    def to_arrow(self, columns: Sequence[str] | None = None, filter: str | Filter | None = None,
+                 errors: Errors | None = None):
+        """All files as one ``pyarrow.Table``."""
+        import pyarrow as pa
+
+        cols, flt = self._args(columns, filter)
+
+        def read(c: Candidate):
+            return pa.Table.from_batches(list(readers.iter_arrow(c, self.format, self.tree, cols, flt, 1 << 20)))
+
+        def concat(tables):
+            tables = [t for t in tables if t.num_rows]
+            return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+        try:
+            return concat(self._per_file(read, errors))
+        except PartialResultError as err:
+            err.partial = concat(err.partial)
+            raise
+
+    def iter_batches(self, columns: Sequence[str] | None = None, batch_size: int = 100_000,
+                     filter: str | Filter | None = None, errors: Errors | None = None) -> Iterator[Any]:
+        """Arrow record batches of at most ``batch_size`` events (before filtering), file by file.
+
+        A replica that fails before its first batch is replaced by the next one; a failure after
+        batches of that file were yielded raises :class:`~casa_data.errors.FileReadError`.
+        """
+        cols, flt = self._args(columns, filter)
+        errors = errors or self.errors
+        for f in self.resolved:
+            started = False
+
+            def first(c: Candidate):
+                it = readers.iter_arrow(c, self.format, self.tree, cols, flt, batch_size)
+                return it, next(it, None)
+
+            try:
+                it, batch = self._with_replicas(f, first)
+            except (FileReadError, ReplicaError) as err:
+                self.failures[f.lfn] = err
+                if errors == "skip":
+                    log.warning("skipping %s of %s: %s", f.lfn, self.name, err)
+                    continue
+                raise
+            try:
+                while batch is not None:
+                    started = True
+                    yield batch
+                    batch = next(it, None)
+            except _USER_ERRORS:
+                raise
+            except Exception as err:  # noqa: BLE001
+                wrapped = FileReadError(f.url, err)
+                self.failures[f.lfn] = wrapped
+                if errors == "skip" and not started:
+                    continue
+                raise wrapped from err
+
+    def events(self, file: int | None = None, entry_start: int | None = None, entry_stop: int | None = None,
+               schema: Any = None, mode: str = "virtual"):
+        """coffea NanoEvents (NanoAOD schema by default).
+
+        With one file, or ``file=i``, that file's events (``mode="virtual"``: columns load on
+        access). For several files, ``mode="dask"`` gives one lazy dask-awkward array over all;
+        ``mode="virtual"`` concatenates the files' events.
+        """
+        from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+        schema = schema or NanoAODSchema
+        picked = self.resolved if file is None else [self.resolved[file]]
+        if mode == "dask":
+            files = {f.url: self.tree for f in picked}
+            return NanoEventsFactory.from_root(files, schemaclass=schema, mode="dask",
+                                               metadata={"dataset": self.name}).events()
+
+        def build(c: Candidate):
+            if self.format == "parquet":
+                return NanoEventsFactory.from_parquet(
+                    c.path.reader_url(c.url), schemaclass=schema, mode=mode, entry_start=entry_start,
+                    entry_stop=entry_stop, storage_options=c.path.storage_options(c.url) or None,
+                    metadata={"dataset": self.name},
+                ).events()
+            return NanoEventsFactory.from_root(
+                {c.path.reader_url(c.url): self.tree}, schemaclass=schema, mode=mode,
+                entry_start=entry_start, entry_stop=entry_stop, metadata={"dataset": self.name},
+                uproot_options=c.path.storage_options(c.url),
+            ).events()
+
+        # Fail over while finding a readable replica; schema errors then surface as they are.
+        parts = [build(self._with_replicas(f, lambda c: (readers.count_events(c, self.format, self.tree), c)[1]))
+                 for f in picked]
+        return parts[0] if len(parts) == 1 else ak.concatenate(parts)
+
+    # -- display ------------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """A short text summary: files, replicas, events, columns."""
+        lines = [f"Dataset {self.name} ({self.format}, tree {self.tree!r}, {len(self.resolved)} file(s))"]
+        if self.spec.description:
+            lines.append(f"  {self.spec.description}")
+        if self.metadata:
+            lines.append("  metadata: " + ", ".join(f"{k}={v}" for k, v in self.metadata.items()))
+        known = [f.nevents for f in self.resolved]
+        if all(n is not None for n in known):
+            lines.append(f"  events: {sum(known):,}")  # type: ignore[arg-type]
+        if self.columns is not None:
+            lines.append(f"  columns: {', '.join(self.columns)}")
+        if self.filter is not None:
+            lines.append(f"  filter: {self.filter}")
+        for f in self.resolved[:20]:
+            reps = " | ".join(f"{c.via}:{c.url}" for c in f.candidates)
+            n = f"{f.nevents:,} ev" if f.nevents is not None else "? ev"
+            lines.append(f"  - {f.lfn} ({n}) -> {reps}")
+        if len(self.resolved) > 20:
+            lines.append(f"  ... and {len(self.resolved) - 20} more")
+        if self.failures:
+            lines.append(f"  failed: {', '.join(self.failures)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        via = f" via={self.via!r}" if self.via else ""
+        return f"<Dataset {self.name!r} {self.format} files={len(self.resolved)}{via}>"
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = "".join(
+            f"<tr><td>{e(f.lfn)}</td><td>{'' if f.nevents is None else f'{f.nevents:,}'}</td>"
+            f"<td>{'<br>'.join(e(c.via + ': ' + c.url) for c in f.candidates)}</td></tr>"
+            for f in self.resolved[:50]
+        )
+        more = f"<p>... and {len(self.resolved) - 50} more files</p>" if len(self.resolved) > 50 else ""
+        meta = ", ".join(f"{e(str(k))}={e(str(v))}" for k, v in self.metadata.items())
+        return (
+            f"<div><b>Dataset {e(self.name)}</b> &mdash; {e(self.format)}, tree <code>{e(self.tree)}</code>, "
+            f"{len(self.resolved)} file(s)<br><i>{e(self.spec.description)}</i><br>{meta}"
+            f"<table><tr><th>file</th><th>events</th><th>replicas (in order)</th></tr>{rows}</table>{more}</div>"
+        )
+
+
+def _concat(parts: Iterable[ak.Array]) -> ak.Array:
+    parts = [p for p in parts]
+    if not parts:
+        return ak.Array([])
+    return parts[0] if len(parts) == 1 else ak.concatenate(parts)
