@@ -21,6 +21,9 @@ __all__ = [
     "PartialResultError",
     "ServiceError",
     "TokenError",
+    "AccessDeniedError",
+    "BucketNotFoundError",
+    "ObjectNotFoundError",
     "close_matches",
 ]
 
@@ -131,6 +134,18 @@ class PartialResultError(CasaError):
 
 class ServiceError(CasaError):
     """A service (XRootD, S3, ServiceX, Skyhook, ...) could not be started or reached."""
+
+
+class AccessDeniedError(ServiceError, PermissionError):
+    """A storage service rejected the credentials (or has none) for a URL."""
+
+
+class BucketNotFoundError(ServiceError, FileNotFoundError):
+    """An object store has no such bucket."""
+
+
+class ObjectNotFoundError(ServiceError, FileNotFoundError):
+    """A bucket has no object at that key."""
 
 
 class TokenError(CasaError, PermissionError):

@@ -155,8 +155,13 @@ class S3Path(DeliveryPath):
         return {"access_key": frozen.access_key, "secret_key": frozen.secret_key,
                 "session_token": frozen.token}
 
-    def arrow_filesystem(self, url: str | None = None):
-        """A ``pyarrow.fs.S3FileSystem`` for ``url`` (native C++ reads, coalesced for Parquet)."""
+    def arrow_filesystem(self, url: str):
+        """``(pyarrow.fs.S3FileSystem, "bucket/key")``: native C++ reads, coalesced for Parquet."""
+        bucket, key = split_s3_url(url)
+        return self.native_filesystem(url), f"{bucket}/{key}".rstrip("/")
+
+    def native_filesystem(self, url: str | None = None):
+        """The ``pyarrow.fs.S3FileSystem`` for ``url`` (cached on this instance)."""
         from pyarrow import fs as pafs
 
         s = self.settings(url)
@@ -207,11 +212,12 @@ class S3Path(DeliveryPath):
         """Head the object (or the bucket, for ``s3://bucket`` and ``.../``) within ``timeout``."""
         bucket, key = split_s3_url(url)
         client = self.client(url, timeout=timeout)
-        with s3_errors(url, self.endpoint(url), self._secrets(url)):
-            if key and not key.endswith("/"):
+        endpoint, secrets = self.endpoint(url), self._secrets(url)
+        with s3_errors(f"s3://{bucket}", endpoint, secrets, head_bucket=True):
+            client.head_bucket(Bucket=bucket)
+        if key and not key.endswith("/"):
+            with s3_errors(url, endpoint, secrets):
                 client.head_object(Bucket=bucket, Key=key)
-            else:
-                client.head_bucket(Bucket=bucket)
 
     def __repr__(self) -> str:
         return f"<S3Path via='s3' endpoint={self.endpoint()!r} options={sorted(self.options)}>"
@@ -223,17 +229,21 @@ def _code(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def s3_errors(url: str, endpoint: str, secrets: list[str] = (), bucket_known: bool = False) -> Iterator[None]:
-    """Translate boto/s3fs errors for ``url`` into casa errors (the cause stays chained)."""
+def s3_errors(url: str, endpoint: str, secrets: list[str] = (), head_bucket: bool = False) -> Iterator[None]:
+    """Translate boto/s3fs errors for ``url`` into casa errors (the cause stays chained).
+
+    ``head_bucket``: the call was a HeadBucket, so a bare 404 means the bucket is missing.
+    """
     try:
         yield
     except CasaError:
         raise
     except Exception as err:  # noqa: BLE001 - classified below, re-raised otherwise
-        raise translate(err, url, endpoint, secrets) from err
+        raise translate(err, url, endpoint, secrets, head_bucket) from err
 
 
-def translate(err: BaseException, url: str, endpoint: str, secrets: list[str] = ()) -> BaseException:
+def translate(err: BaseException, url: str, endpoint: str, secrets: list[str] = (),
+              head_bucket: bool = False) -> BaseException:
     """The casa error for ``err`` raised while accessing ``url`` (or ``err`` itself)."""
     from botocore import exceptions as bx
 
@@ -249,7 +259,7 @@ def translate(err: BaseException, url: str, endpoint: str, secrets: list[str] = 
     ):
         return ServiceError(f"cannot reach the S3 endpoint {endpoint} for {url}: is the server up? "
                             f"({type(err).__name__})")
-    if code == "NoSuchBucket" or "bucket does not exist" in text:
+    if code == "NoSuchBucket" or "bucket does not exist" in text or (head_bucket and code in ("404", "NotFound")):
         return BucketNotFoundError(f"bucket {bucket!r} does not exist at {endpoint} (for {url}); "
                                    "create it or fix the URL")
     if code in _AUTH_CODES or isinstance(err, (PermissionError, bx.NoCredentialsError)):
