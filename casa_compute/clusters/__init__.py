@@ -1,0 +1,52 @@
+"""Dask clusters with facility defaults, chosen by one factory: :func:`cluster`.
+
+>>> import casa_compute
+>>> with casa_compute.cluster("local", n_workers=2) as c: ...
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .base import ClusterError, ensure_config, setting
+
+__all__ = ["cluster", "detect_kind", "KINDS", "ClusterError"]
+
+KINDS = {
+    "local": "casa_compute.clusters.local:CasaLocalCluster",
+    "slurm": "casa_compute.clusters.slurm:CasaSLURMCluster",
+    "htcondor": "casa_compute.clusters.coffea_casa:CoffeaCasaCluster",
+}
+
+
+def detect_kind() -> str:
+    """htcondor at a facility (condor_submit and a facility CA), slurm where Slurm is
+    configured (``$SLURM_CONF`` or /etc/slurm/slurm.conf, and sbatch), else local."""
+    tls_dir = setting("tls-directory")
+    if shutil.which("condor_submit") and tls_dir and Path(tls_dir, "ca.pem").is_file():
+        return "htcondor"
+    conf = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+    if shutil.which("sbatch") and Path(conf).is_file():
+        return "slurm"
+    return "local"
+
+
+def cluster(kind: str | None = None, **kwargs: Any):
+    """Create a cluster of ``kind`` ("auto", "local", "slurm", "htcondor"; default from dask
+    config ``casa-compute.kind``). Keyword arguments go to the cluster class."""
+    import importlib
+
+    ensure_config()
+    kind = kind or setting("kind") or "auto"
+    if kind == "auto":
+        kind = detect_kind()
+    try:
+        target = KINDS[kind]
+    except KeyError:
+        raise ClusterError(f"unknown cluster kind {kind!r}; choose one of "
+                           f"{['auto', *KINDS]}") from None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(**kwargs)
