@@ -95,7 +95,7 @@ class FacilityDefaults:
         self.cluster_id = uuid.uuid4().hex
         self._casa_lost_worker_timeout = (
             lost_worker_timeout or setting("lost-worker-timeout", self._casa_kind))
-        self._casa_tmp = Path(tempfile.mkdtemp(prefix=f"casa-{self._casa_kind}-"))
+        self._casa_tmp = Path(tempfile.mkdtemp(prefix=f"casa-cluster-{self._casa_kind}-"))
         os.chmod(self._casa_tmp, 0o700)
         if tls is None:
             tls = security is not None or bool(setting("tls", self._casa_kind))
