@@ -24,6 +24,8 @@ _LAZY = {
     "reset_config": "casa_data.config:reset_config",
     "get_path": "casa_data.paths:get_path",
     "Filter": "casa_data.expr:Filter",
+    "prefetch": "casa_data.cache:prefetch",
+    "cache_status": "casa_data.cache:cache_status",
 }
 
 __all__ = sorted(_LAZY) + ["errors", "__version__"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+from urllib.parse import urlsplit
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -151,8 +152,10 @@ class Dataset:
             except Exception as err:  # noqa: BLE001 - any access problem: try the next replica
                 failures.append((cand.url, err))
             f.failed[cand.url] = f"{type(failures[-1][1]).__name__}: {failures[-1][1]}"
-            if cand.url not in self._warned and len(f.candidates) > 1:
-                self._warned.add(cand.url)
+            # Once per delivery path and server: a down XCache is said once, not once per file.
+            key = f"{cand.via} {urlsplit(cand.url).netloc or cand.url}"
+            if key not in self._warned and len(f.candidates) > 1:
+                self._warned.add(key)
                 log.warning("replica %s of %s failed (%s); trying the next one", cand.url, self.name,
                             f.failed[cand.url][:200])
         if len(failures) == 1:

@@ -23,7 +23,13 @@ __all__ = ["count_events", "read_awkward", "iter_awkward", "iter_arrow", "availa
 def _open_root(cand: Candidate):
     import uproot
 
-    return uproot.open(cand.path.reader_url(cand.url), **cand.path.storage_options(cand.url))
+    try:
+        return uproot.open(cand.path.reader_url(cand.url), **cand.path.storage_options(cand.url))
+    except (OSError, ValueError) as err:  # the path names the culprit (token, server down, missing file)
+        better = cand.path.explain_error(cand.url, err)
+        if better is err:
+            raise
+        raise better from err
 
 
 def _tree(f: Any, tree: str, url: str):

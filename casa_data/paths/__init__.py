@@ -21,6 +21,8 @@ __all__ = ["DeliveryPath", "get_path", "path_for_url", "available_paths", "regis
 # name -> "module:Class"; modules are imported only when a path is first used.
 _BUILTIN: dict[str, str] = {
     "local": "casa_data.paths.local:LocalPath",
+    "xrootd": "casa_data.paths.xrootd:XRootDPath",
+    "xcache": "casa_data.paths.xrootd:XCachePath",
     "s3": "casa_data.paths.s3:S3Path",
 }
 _EXTRA: dict[str, str | type[DeliveryPath]] = {}

@@ -64,6 +64,10 @@ class DeliveryPath(ABC):
         """The string handed to uproot / pyarrow (e.g. a plain path for local files)."""
         return url
 
+    def explain_error(self, url: str, err: BaseException) -> BaseException:
+        """A clearer error for ``err`` raised while opening ``url`` (default: ``err`` itself)."""
+        return err
+
     def arrow_filesystem(self, url: str):
         """``(pyarrow.fs.FileSystem, path)`` for pyarrow readers (default: wraps :meth:`filesystem`)."""
         from pyarrow.fs import FSSpecHandler, PyFileSystem

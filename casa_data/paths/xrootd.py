@@ -11,9 +11,9 @@ Options (``paths: {xcache: {...}, xrootd: {...}}`` in the casa config):
 ``token``
     ``"required"`` (xcache default): fail early, naming the sources, when no token is found;
     ``"optional"`` (xrootd default) sends one when found.
-``connection_retry`` / ``connection_window`` / ``request_timeout``
-    XRootD client settings; the defaults (1, 5 s, 60 s) make a down server fail in seconds instead
-    of the client's ~9 minute retry loop.
+``connection_retry`` / ``connection_window`` / ``request_timeout`` / ``stream_error_window``
+    XRootD client settings; the defaults (1, 5 s, 60 s, 0 s) make a down server fail in seconds
+    instead of the client's ~9 minute retry loop, and a restarted one usable at once.
 
 Each token gets its own client connection: the URL handed to uproot carries a non-secret token
 fingerprint as the XRootD user name (the client reuses connections per user@host, and a
@@ -37,7 +37,9 @@ __all__ = ["XRootDPath", "XCachePath", "configure_client", "explain_xrootd_error
 
 log = logging.getLogger("casa_data")
 
-_DEFAULTS = {"connection_retry": 1, "connection_window": 5, "request_timeout": 60}
+# StreamErrorWindow: after a broken connection XrdCl fails every request to that server for this
+# long (default 1800 s!), so a restarted XCache would stay "down" for half an hour.
+_DEFAULTS = {"connection_retry": 1, "connection_window": 5, "request_timeout": 60, "stream_error_window": 0}
 _configured: dict[str, Any] = {}
 
 
@@ -47,7 +49,7 @@ def configure_client(options: dict[str, Any] | None = None) -> None:
     if opts.get("ca_dir"):
         os.environ["X509_CERT_DIR"] = str(opts["ca_dir"])
     env = {"XRD_CONNECTIONRETRY": opts["connection_retry"], "XRD_CONNECTIONWINDOW": opts["connection_window"],
-           "XRD_REQUESTTIMEOUT": opts["request_timeout"]}
+           "XRD_REQUESTTIMEOUT": opts["request_timeout"], "XRD_STREAMERRORWINDOW": opts["stream_error_window"]}
     key = repr(sorted(env.items()))
     if _configured.get("key") == key:
         return
@@ -59,6 +61,7 @@ def configure_client(options: dict[str, Any] | None = None) -> None:
         EnvPutInt("ConnectionRetry", int(opts["connection_retry"]))
         EnvPutInt("ConnectionWindow", int(opts["connection_window"]))
         EnvPutInt("RequestTimeout", int(opts["request_timeout"]))
+        EnvPutInt("StreamErrorWindow", int(opts["stream_error_window"]))
     except ImportError as err:
         raise ServiceError("root:// needs the XRootD client bindings: pip install xrootd fsspec-xrootd") from err
     _configured["key"] = key
@@ -103,10 +106,38 @@ def explain_xrootd_error(url: str, err: BaseException, token: BearerToken | None
                           + WHAT_TO_DO.format(uid=uid))
     if "[3011]" in text or "no such file" in text.lower():
         return FileReadError(url, f"{_lfn_of(url)} does not exist at {where} (nor at its origin)")
-    if "Connection error" in text or "connection refused" in text.lower() or "[3005]" in text:
+    if ("Connection error" in text or "connection refused" in text.lower() or "[3005]" in text
+            or "closed file" in text):
         return ServiceError(f"{where} is not reachable for {_lfn_of(url)} ({text.strip()[:120]}); "
                             "is the server (or the XCache's origin) running?")
     return err
+
+
+def _forget_handles(endpoint: str) -> None:
+    """Drop fsspec-xrootd's cached open-file handles to ``endpoint`` after a connection broke.
+
+    fsspec-xrootd 0.5 keeps read handles open for minutes; once the server restarted they fail
+    with "I/O operation on closed file" on every read, so the next read must reopen. Every
+    filesystem instance (uproot makes its own, with its options) is searched.
+    """
+    items = []
+    try:
+        cls = type(fsspec.filesystem("root", hostid=endpoint))
+        for fs in list(getattr(cls, "_cache", {}).values()):
+            if str(getattr(fs, "hostid", "")).rpartition("@")[2] != endpoint:
+                continue
+            cache = getattr(fs, "_readonly_filehandle_cache", None)
+            handles = getattr(cache, "_cache", None)
+            if isinstance(handles, dict):
+                items += handles.values()
+                handles.clear()
+    except Exception:  # noqa: BLE001 - a different fsspec-xrootd: nothing cached to drop
+        return
+    for item in items:
+        try:
+            item.handle.close(callback=lambda *a: None)
+        except Exception:  # noqa: BLE001 - the connection is gone anyway
+            pass
 
 
 class XRootDPath(DeliveryPath):
@@ -147,8 +178,11 @@ class XRootDPath(DeliveryPath):
         """A clear casa error for a client error on ``url`` (see :func:`explain_xrootd_error`)."""
         if isinstance(err, (TokenError, ServiceError)):
             return err
-        return explain_xrootd_error(url, err, find_token(check_permissions=False), self.name,
-                                    self.token_mode == "required")
+        better = explain_xrootd_error(url, err, find_token(check_permissions=False), self.name,
+                                      self.token_mode == "required")
+        if isinstance(better, ServiceError):
+            _forget_handles(_endpoint(url))
+        return better
 
     def check(self, url: str, timeout: float = 5.0) -> None:
         """Stat ``url`` on the server; raise ServiceError / TokenError / FileReadError if it fails."""

@@ -291,7 +291,7 @@ class XRootDStack:
     def client_env(self) -> dict[str, str]:
         """Environment a client needs: the CA directory and fail-fast connection settings."""
         return {"X509_CERT_DIR": str(self.pki.ca_dir), "XRD_CONNECTIONRETRY": "1",
-                "XRD_CONNECTIONWINDOW": "5"}
+                "XRD_CONNECTIONWINDOW": "5", "XRD_STREAMERRORWINDOW": "0"}
 
     def casa_config(self) -> dict:
         """A casa config mapping: ``/store/`` via this XCache, with its cache dir and CA dir."""

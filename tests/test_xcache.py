@@ -1,0 +1,290 @@
+"""XRootD origin + token-protected XCache, started for real by this module (never mocked or skipped).
+
+A missing ``xrootd`` binary, gcc or openssl fails the tests with the install command (``make test``
+installs them). Data: real ROOT files from ``../shared/data`` served as ``/store/...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import yaml
+
+import casa_data
+from casa_data.errors import CasaError, FileReadError, ReplicaError, TokenError
+from casa_data.paths import get_path
+from casa_data.services.pki import TestIssuer, write_token_file
+from casa_data.services.xrootd import XRootDStack
+from casa_data.tokens import BearerToken, TokenPermissionWarning, find_token
+
+COLUMNS = ["nMuon", "Muon_pt", "Muon_eta"]
+FILES = {  # LFN under /store -> shared data file
+    "cms/dimuon/file_0.root": "agc/open-data-example.root",
+    "cms/dimuon/file_1.root": "agc/open-data-example.root",
+    "cms/dy/nano_dy.root": "coffea/nano_dy.root",
+    "cms/cold/file_a.root": "agc/open-data-example.root",
+    "cms/cold/file_b.root": "agc/open-data-example.root",
+    "cms/cold/file_c.root": "agc/open-data-example.root",
+    "cms/cold/file_d.root": "coffea/nano_dy.root",
+}
+
+
+def _dataset(name, lfns, origin_url, tree="Events"):
+    return {"name": name, "tree": tree, "format": "root", "files": [
+        {"lfn": f"/store/{lfn}", "replicas": [{"url": f"{origin_url}//store/{lfn}", "via": "xrootd"}]}
+        for lfn in lfns]}
+
+
+@pytest.fixture(scope="module")
+def stack(shared_data):
+    """Origin + XCache on loopback, a token in $BEARER_TOKEN_FILE and a casa config + catalog."""
+    base = Path(tempfile.mkdtemp(prefix="casa-xcache-test-"))
+    data = base / "data"
+    for lfn, src in FILES.items():
+        (data / lfn).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / src, data / lfn)
+    for p in [base, *data.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    st = XRootDStack(data, workdir=base / "servers")
+    st.start()
+    saved = {k: os.environ.get(k) for k in ("CASA_CONFIG", "CASA_CATALOG", "BEARER_TOKEN", "BEARER_TOKEN_FILE")}
+    try:
+        token_file = write_token_file(base / "token", st.issuer.mint("storage.read:/"))
+        cfg = base / "casa.yaml"
+        cfg.write_text(yaml.safe_dump(st.casa_config()))
+        cat = base / "catalog.yaml"
+        cat.write_text(yaml.safe_dump({"datasets": [
+            _dataset("test/dimuon", ["cms/dimuon/file_0.root", "cms/dimuon/file_1.root"], st.origin_url),
+            _dataset("test/dy", ["cms/dy/nano_dy.root"], st.origin_url),
+            _dataset("test/missing", ["cms/nope/missing.root"], st.origin_url),
+        ] + [_dataset(f"test/cold-{c}", [f"cms/cold/file_{c}.root"], st.origin_url) for c in "abcd"]}))
+        os.environ.pop("BEARER_TOKEN", None)
+        os.environ.update(CASA_CONFIG=str(cfg), CASA_CATALOG=str(cat), BEARER_TOKEN_FILE=str(token_file))
+        casa_data.reset_config()
+        st.data = data
+        st.token_file = token_file
+        yield st
+    finally:
+        st.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        casa_data.reset_config()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _local(stack, lfn: str) -> Path:
+    return stack.data / lfn.removeprefix("/store/")
+
+
+def test_listeners_are_loopback_only(stack):
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    pids = {stack.origin.proc.pid, stack.xcache.proc.pid}
+    ours = [line for line in out.splitlines() if any(f"pid={p}," in line for p in pids)]
+    assert len(ours) >= 2, out  # one listener per server at least
+    for line in ours:
+        local = line.split()[3]
+        assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]"), line
+    for port in (stack.origin.port, stack.xcache.port):
+        assert any(line.split()[3].endswith(f":{port}") for line in ours)
+
+
+def test_reads_equal_direct_bytes_and_histograms(stack):
+    xc, local = get_path("xcache"), get_path("local")
+    for lfn in ("/store/cms/dimuon/file_0.root", "/store/cms/dy/nano_dy.root"):
+        url = f"{stack.xcache_url}/{lfn}"
+        assert xc.cat(url) == _local(stack, lfn).read_bytes()
+    via = casa_data.open("test/dimuon", via="xcache").to_awkward(COLUMNS)
+    direct = casa_data.open([str(_local(stack, f"/store/cms/dimuon/file_{i}.root")) for i in (0, 1)]
+                            ).to_awkward(COLUMNS)
+    assert len(via) == 200_000
+    for c in COLUMNS:
+        assert ak.all(ak.flatten(via[c], axis=None) == ak.flatten(direct[c], axis=None))
+    h_via, _ = np.histogram(ak.to_numpy(ak.flatten(via.Muon_pt)), bins=50, range=(0, 100))
+    h_dir, _ = np.histogram(ak.to_numpy(ak.flatten(direct.Muon_pt)), bins=50, range=(0, 100))
+    assert (h_via == h_dir).all() and h_via.sum() > 0
+    origin = casa_data.open("test/dimuon", via="xrootd").to_awkward(["Muon_pt"])
+    assert ak.all(ak.flatten(origin.Muon_pt) == ak.flatten(direct.Muon_pt))
+
+
+def test_cache_fills_and_status(stack):
+    before = casa_data.cache_status("test/cold-a")
+    assert [f.state for f in before] == ["not cached"]
+    status = casa_data.prefetch("test/cold-a", progress=True)
+    (f,) = status
+    assert f.complete and f.cached_bytes == f.size == _local(stack, f.lfn).stat().st_size
+    cached = stack.cache_dir / "store/cms/cold/file_a.root"
+    assert cached.is_file() and Path(str(cached) + ".cinfo").is_file()
+    assert "cached" in str(f) and "100%" in str(f)
+
+
+def test_token_discovery_order_and_permissions(tmp_path, monkeypatch):
+    issuer = TestIssuer()
+    env_tok, file_tok, xdg_tok, tmp_tok = (issuer.mint(sub=s) for s in ("env", "file", "xdg", "tmp"))
+    xdg = tmp_path / "run"
+    xdg.mkdir()
+    uid = 4242  # a uid nobody uses, so /tmp/bt_u4242 is ours
+    write_token_file(tmp_path / "tf", file_tok)
+    write_token_file(xdg / f"bt_u{uid}", xdg_tok)
+    tmp_file = write_token_file(f"/tmp/bt_u{uid}", tmp_tok)
+    try:
+        env = {"BEARER_TOKEN": env_tok, "BEARER_TOKEN_FILE": str(tmp_path / "tf"), "XDG_RUNTIME_DIR": str(xdg)}
+        assert find_token(env, uid).claims["sub"] == "env"
+        env.pop("BEARER_TOKEN")
+        assert find_token(env, uid).claims["sub"] == "file"
+        env.pop("BEARER_TOKEN_FILE")
+        assert find_token(env, uid).claims["sub"] == "xdg"
+        env.pop("XDG_RUNTIME_DIR")
+        tok = find_token(env, uid)
+        assert tok.claims["sub"] == "tmp" and tok.source == f"/tmp/bt_u{uid}"
+        os.chmod(tmp_file, 0o644)
+        with pytest.warns(TokenPermissionWarning, match=f"chmod 600 /tmp/bt_u{uid}"):
+            find_token(env, uid)
+        assert find_token({}, 4243) is None
+    finally:
+        tmp_file.unlink()
+    # The value never shows: repr, str, describe, pickling round trip.
+    import pickle
+
+    tok = BearerToken(env_tok, "$BEARER_TOKEN")
+    for text in (repr(tok), str(tok), tok.describe(), f"{tok}"):
+        assert env_tok not in text and env_tok.split(".")[2] not in text
+    assert pickle.loads(pickle.dumps(tok)).value() == env_tok
+
+
+def _read_error(dataset: str = "test/dimuon") -> BaseException:
+    with pytest.raises(CasaError) as info:
+        casa_data.open(dataset, via="xcache").to_awkward(["nMuon"])
+    err = info.value
+    # A dataset read wraps per-file errors; dig out the cause.
+    while not isinstance(err, (TokenError, FileReadError)) or isinstance(getattr(err, "reason", None), BaseException):
+        nxt = getattr(err, "reason", None) or next(iter(getattr(err, "failures", {}).values()), None)
+        if not isinstance(nxt, BaseException):
+            break
+        err = nxt
+    return err
+
+
+def test_token_missing_expired_wrong_scope_wrong_issuer(stack, monkeypatch, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    secrets = []
+    # missing: every source empty
+    monkeypatch.delenv("BEARER_TOKEN_FILE")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    t0 = time.monotonic()
+    err = _read_error()
+    assert isinstance(err, TokenError) and "none was found" in str(err) and "$BEARER_TOKEN" in str(err)
+    assert "BEARER_TOKEN_FILE" in str(err) or "bt_u" in str(err)
+    # expired, from a file: names the file and says it expired
+    expired = stack.issuer.mint(expired=True)
+    secrets.append(expired)
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(write_token_file(tmp_path / "expired", expired)))
+    err = _read_error()
+    assert isinstance(err, TokenError) and "expired" in str(err) and str(tmp_path / "expired") in str(err)
+    assert err.source and "BEARER_TOKEN_FILE" in err.source
+    # wrong scope: the server accepts the token but refuses the path
+    narrow = stack.issuer.mint("storage.read:/cms/dy")
+    secrets.append(narrow)
+    monkeypatch.setenv("BEARER_TOKEN", narrow)
+    err = _read_error()
+    assert isinstance(err, TokenError) and "does not grant" in str(err) and "/store/cms/dimuon" in str(err)
+    assert "$BEARER_TOKEN" in str(err) and "storage.read:/cms/dy" in str(err)
+    casa_data.open("test/dy", via="xcache").to_awkward(["nMuon"])  # ...while its own scope works
+    # signed by an issuer the XCache does not trust
+    rogue = TestIssuer(issuer=stack.issuer.issuer).mint()
+    secrets.append(rogue)
+    monkeypatch.setenv("BEARER_TOKEN", rogue)
+    err = _read_error()
+    assert isinstance(err, TokenError) and "rejected the token" in str(err)
+    assert time.monotonic() - t0 < 20
+    for s in secrets:
+        assert s not in caplog.text and s.split(".")[2] not in caplog.text
+
+
+def test_missing_file_names_the_lfn(stack):
+    t0 = time.monotonic()
+    with pytest.raises(CasaError) as info:
+        casa_data.open("test/missing", via="xcache").to_awkward(["nMuon"])
+    assert "/store/cms/nope/missing.root" in str(info.value)
+    assert "does not exist" in str(info.value)
+    assert time.monotonic() - t0 < 10
+
+
+def test_eight_concurrent_readers(stack):
+    expected = ak.to_numpy(casa_data.open([str(_local(stack, "/store/cms/dimuon/file_0.root"))]).to_awkward(["nMuon"]).nMuon)
+
+    def read(i):
+        ds = casa_data.open("test/cold-b" if i % 2 else "test/dimuon", via="xcache")
+        return ak.to_numpy(ds.to_awkward(["nMuon"]).nMuon)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(read, range(8)))
+    for i, r in enumerate(results):
+        want = expected if i % 2 else np.concatenate([expected, expected])
+        assert np.array_equal(r, want), i
+
+
+def test_origin_down_cached_files_still_read(stack):
+    casa_data.prefetch("test/cold-c", progress=False)
+    stack.origin.stop()
+    try:
+        t0 = time.monotonic()
+        arr = casa_data.open("test/cold-c", via="xcache").to_awkward(["Muon_pt"])
+        assert len(arr) == 100_000
+        with pytest.raises(CasaError) as info:  # never cached: fails fast, naming the file
+            casa_data.open("test/cold-d", via="xcache").to_awkward(["nMuon"])
+        assert "/store/cms/cold/file_d.root" in str(info.value)
+        print(info.value)
+        assert time.monotonic() - t0 < 15
+    finally:
+        stack.origin.start()
+
+
+def test_xcache_down_falls_back_to_origin_logged_once(stack, caplog):
+    stack.xcache.stop()
+    try:
+        caplog.set_level(logging.WARNING, logger="casa_data")
+        t0 = time.monotonic()
+        ds = casa_data.open("test/dimuon")
+        assert [c.via for c in ds.resolved[0].candidates] == ["xcache", "xrootd"]
+        arr = ds.to_awkward(["nMuon"])
+        assert len(arr) == 200_000
+        assert time.monotonic() - t0 < 15
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "xcache" in r.getMessage().lower()]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        with pytest.raises((ReplicaError, CasaError)) as info:  # via="xcache" alone: a clear error
+            casa_data.open("test/dimuon", via="xcache").to_awkward(["nMuon"])
+        assert "not reachable" in str(info.value)
+    finally:
+        stack.xcache.start()
+    # Back up: reads through the XCache work again (stale client handles were dropped).
+    assert len(casa_data.open("test/dimuon", via="xcache").to_awkward(["nMuon"])) == 200_000
+
+
+def test_stop_leaves_nothing_running(shared_data, tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    shutil.copy(shared_data / "coffea/nano_dy.root", data / "f.root")
+    os.chmod(tmp_path, 0o755)
+    with XRootDStack(data, auth=False) as st:
+        pids = [st.origin.proc.pid, st.xcache.proc.pid]
+        ports = [st.origin.port, st.xcache.port]
+        assert "nano_dy" not in repr(st) and re.search(r"root://127\.0\.0\.1:\d+", st.xcache_url)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    from casa_data.services.base import port_open
+
+    assert not any(port_open(p) for p in ports)
