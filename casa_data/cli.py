@@ -52,5 +52,33 @@ def demo_data(
         print(path)
 
 
+@data_app.command("ingest")
+def ingest_cmd(
+    dataset: str = typer.Argument(..., help="catalog name of the dataset to copy"),
+    dest: str = typer.Argument(..., help="s3://bucket/prefix"),
+    to: Optional[str] = typer.Option(None, "--to", help="convert on the way: 'parquet' (ROOT TTrees only)"),
+    as_name: Optional[str] = typer.Option(None, "--as", help="record the copy as this dataset"),
+    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+    catalog_out: Optional[str] = typer.Option(None, help="catalog file for a new dataset entry"),
+    part_size_mb: int = typer.Option(16, "--part-size", help="multipart part size, MiB (>= 5)"),
+    row_group_events: Optional[int] = typer.Option(None, help="Parquet row group size (default: ~64 MiB)"),
+    verify: bool = typer.Option(True, help="re-read each object and compare its SHA-256"),
+) -> None:
+    """Copy a dataset into an S3 bucket (checksummed, resumable) and record the replicas."""
+    from .errors import CasaError
+    from .ingest import ingest
+
+    try:
+        res = ingest(dataset, dest, to=to, name=as_name, catalog=catalog, catalog_out=catalog_out,
+                     part_size=part_size_mb << 20, row_group_events=row_group_events, verify=verify,
+                     progress=True)
+    except CasaError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    for f in res.files:
+        typer.echo(f"{f.status:9s} {f.url}  {f.size:,} B  sha256 {f.sha256[:16]}")
+    typer.echo(f"{len(res.files)} file(s), {res.bytes:,} bytes -> {res.dataset!r} in {res.catalog_file}")
+
+
 def _fmt(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"

@@ -131,6 +131,11 @@ class Dataset:
             total += f.nevents
         return total
 
+    def subset(self, files: Sequence[int]) -> "Dataset":
+        """The same dataset restricted to the files at these indices (replicas kept)."""
+        return Dataset(self.spec, [self.resolved[i] for i in files], self.columns, self.filter,
+                       self.via, self.errors)
+
     def available_columns(self) -> list[str]:
         """The columns of the first file."""
         return self._with_replicas(self.resolved[0], lambda c: readers.available_columns(c, self.format, self.tree))
@@ -206,11 +211,11 @@ class Dataset:
         cols, flt = self._args(columns, filter)
 
         def read(c: Candidate):
-            return pa.Table.from_batches(list(readers.iter_arrow(c, self.format, self.tree, cols, flt, 1 << 20)))
+            return readers.read_arrow(c, self.format, self.tree, cols, flt)
 
         def concat(tables):
-            tables = [t for t in tables if t.num_rows]
-            return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+            nonempty = [t for t in tables if t.num_rows] or tables[:1]
+            return pa.concat_tables(nonempty, promote_options="permissive") if nonempty else pa.table({})
 
         try:
             return concat(self._per_file(read, errors))

@@ -16,7 +16,7 @@ from .errors import ColumnNotFoundError, FileReadError
 from .expr import Filter
 from .resolver import Candidate
 
-__all__ = ["count_events", "read_awkward", "iter_awkward", "iter_arrow", "available_columns"]
+__all__ = ["count_events", "read_awkward", "read_arrow", "iter_awkward", "iter_arrow", "available_columns"]
 
 
 # -- ROOT (TTree and RNTuple) ---------------------------------------------------------------------
@@ -125,6 +125,15 @@ def read_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | 
         need = _wanted(_root_keys(t), columns, flt, cand.url)
         arr = t.arrays(need, library="ak", entry_start=entry_start, entry_stop=entry_stop)
     return _apply_filter(arr, columns, flt)
+
+
+def read_arrow(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None = None,
+               flt: Filter | None = None):
+    """The whole file as one ``pyarrow.Table``, filtered."""
+    if fmt == "parquet":
+        table, rest = _parquet_table(cand, columns, flt)
+        return table if rest is None else _to_arrow(_apply_filter(_from_arrow(table), columns, rest))
+    return _to_arrow(read_awkward(cand, fmt, tree, columns, flt))
 
 
 def iter_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None,
