@@ -117,10 +117,18 @@ class S3Path(DeliveryPath):
             client["region_name"] = s["region"]
         if client:
             opts["client_kwargs"] = client
-        for ours, theirs in (("profile", "profile"), ("key", "key"), ("secret", "secret"),
-                             ("token", "token"), ("anon", "anon")):
-            if s.get(ours) is not None:
-                opts[theirs] = s[ours]
+        if s.get("anon"):
+            opts["anon"] = True
+        else:
+            # Resolved here, not by s3fs: fsspec caches filesystems by their arguments, so a
+            # credential change (a new AWS_SECRET_ACCESS_KEY, another profile) must change them.
+            try:
+                creds = self.credentials(url)
+            except AccessDeniedError:
+                creds = {}  # let s3fs try (instance roles); its error is translated later
+            for ours, theirs in (("access_key", "key"), ("secret_key", "secret"), ("session_token", "token")):
+                if creds.get(ours):
+                    opts[theirs] = creds[ours]
         return opts
 
     # -- filesystems ------------------------------------------------------------------------
@@ -135,25 +143,20 @@ class S3Path(DeliveryPath):
         return fs
 
     def credentials(self, url: str | None = None) -> dict[str, str | None]:
-        """Access key, secret and token resolved through botocore's standard chain."""
+        """Access key, secret and token: explicit options, else botocore's standard chain."""
         s = self.settings(url)
         if s.get("anon"):
             return {}
         if s.get("key") and s.get("secret"):
             return {"access_key": s["key"], "secret_key": s["secret"], "session_token": s.get("token")}
-        import botocore.session
-
-        session = botocore.session.Session(profile=s.get("profile"))
-        creds = session.get_credentials()
+        creds = _chain_credentials(s.get("profile"))
         if creds is None:
             raise AccessDeniedError(
                 f"no S3 credentials found for {url or 's3://'} (endpoint {self.endpoint(url)}): set "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials, or "
                 "paths.s3.profile in the casa config"
             )
-        frozen = creds.get_frozen_credentials()
-        return {"access_key": frozen.access_key, "secret_key": frozen.secret_key,
-                "session_token": frozen.token}
+        return creds
 
     def arrow_filesystem(self, url: str):
         """``(pyarrow.fs.S3FileSystem, "bucket/key")``: native C++ reads, coalesced for Parquet."""
@@ -221,6 +224,34 @@ class S3Path(DeliveryPath):
 
     def __repr__(self) -> str:
         return f"<S3Path via='s3' endpoint={self.endpoint()!r} options={sorted(self.options)}>"
+
+
+_AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+             "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+_chain_cache: dict[tuple, dict[str, str | None] | None] = {}
+
+
+def _chain_credentials(profile: str | None) -> dict[str, str | None] | None:
+    """botocore's credential chain, cached until the variables or the files it reads change."""
+    files = [os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")]
+    mtimes = []
+    for f in files:
+        try:
+            mtimes.append(os.stat(os.path.expanduser(f)).st_mtime_ns)
+        except OSError:
+            mtimes.append(None)
+    key = (profile, tuple(os.environ.get(v) for v in _AWS_VARS), tuple(mtimes))
+    if key not in _chain_cache:
+        import botocore.session
+
+        creds = botocore.session.Session(profile=profile).get_credentials()
+        if creds is None:
+            _chain_cache[key] = None
+        else:
+            f = creds.get_frozen_credentials()
+            _chain_cache[key] = {"access_key": f.access_key, "secret_key": f.secret_key, "session_token": f.token}
+    return _chain_cache[key]
 
 
 def _code(err: BaseException) -> str:
