@@ -1,6 +1,36 @@
-"""casa_compute: run coffea processors over what casa_data delivers, on Dask clusters.
+"""casa_compute: coffea processors on elastic Dask clusters with facility defaults.
 
-May import casa_data; casa_data never imports casa_compute.
+>>> import casa_compute, casa_data
+>>> out, report = casa_compute.run(MyProcessor(), casa_data.open("demo/zmumu"), cluster="local")
+
+Heavy modules (dask, coffea) are imported on first use, so ``import casa_compute`` stays fast.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "run": "casa_compute.runner:run",
+    "RunResult": "casa_compute.report:RunResult",
+    "RunError": "casa_compute.report:RunError",
+    "Report": "casa_compute.report:Report",
+    "cluster": "casa_compute.clusters:cluster",
+    "ClusterError": "casa_compute.clusters.base:ClusterError",
+    "CoffeaCasaCluster": "casa_compute.clusters.coffea_casa:CoffeaCasaCluster",
+    "CasaSLURMCluster": "casa_compute.clusters.slurm:CasaSLURMCluster",
+    "CasaLocalCluster": "casa_compute.clusters.local:CasaLocalCluster",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'casa_compute' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,207 @@
+"""From a dataset to work units: files (with replicas) and chunks (entry ranges).
+
+ROOT (TTree, RNTuple) files are cut into even entry ranges of at most ``chunksize``; Parquet files
+into their row groups (a row group larger than ``chunksize`` is cut further). Files are opened on
+workers through the delivery path that resolved them (:func:`open_root`, :func:`open_parquet`), so
+credentials are looked up where the file is read and never travel inside a task.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FileItem", "Chunk", "files_of", "plan_chunks", "open_root", "open_parquet"]
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """One input file: replicas ``(url, via)`` in the order to try (``via`` None: plain uproot)."""
+
+    dataset: str
+    replicas: tuple[tuple[str, str | None], ...]
+    tree: str = "Events"
+    format: str = "root"
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    nevents: int | None = None
+
+    @property
+    def url(self) -> str:
+        return self.replicas[0][0]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Entries ``[start, stop)`` of one file."""
+
+    index: int
+    file: FileItem
+    start: int
+    stop: int
+
+    @property
+    def entries(self) -> int:
+        return self.stop - self.start
+
+    def __str__(self) -> str:
+        return f"{self.file.url} entries [{self.start}, {self.stop})"
+
+
+def _format_of(url: str) -> str:
+    return "parquet" if url.lower().split("?")[0].endswith((".parquet", ".parq")) else "root"
+
+
+def files_of(data: Any) -> list[FileItem]:
+    """Normalise a casa_data ``Dataset``, a list of them, or a coffea fileset dict."""
+    if isinstance(data, (list, tuple)):
+        return [f for d in data for f in files_of(d)]
+    if hasattr(data, "resolved") and hasattr(data, "fileset"):  # casa_data.Dataset
+        return [
+            FileItem(dataset=data.name, tree=data.tree, format=data.format,
+                     metadata=dict(data.metadata), nevents=f.nevents,
+                     replicas=tuple((c.url, c.path.name) for c in f.candidates))
+            for f in data.resolved
+        ]
+    if isinstance(data, dict):
+        out = []
+        for name, spec in data.items():
+            files = spec.get("files", spec) if isinstance(spec, dict) else spec
+            meta = dict(spec.get("metadata") or {}) if isinstance(spec, dict) else {}
+            if isinstance(files, (list, tuple)):
+                files = {f: spec.get("treename", "Events") if isinstance(spec, dict) else "Events"
+                         for f in files}
+            for url, tree in files.items():
+                if isinstance(tree, dict):  # coffea's {"object_path": ..., "steps": ...}
+                    tree = tree.get("object_path", "Events")
+                out.append(FileItem(dataset=name, replicas=((url, None),), tree=tree or "Events",
+                                    format=_format_of(url), metadata=meta))
+        return out
+    raise TypeError(f"cannot run on {type(data).__name__}: pass a casa_data Dataset, a list of "
+                    "them or a coffea fileset {name: {'files': {url: tree}}}")
+
+
+class CountingFile(io.RawIOBase):
+    """A read-only file wrapper that counts the bytes read through it."""
+
+    def __init__(self, raw):
+        self.raw, self.bytes_read = raw, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.bytes_read += n
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def open_root(url: str, via: str | None):
+    """``uproot.open`` through the delivery path ``via`` (its URL rewriting and options)."""
+    import uproot
+
+    if via is None:
+        return uproot.open(url)
+    from casa_data.paths import get_path
+
+    path = get_path(via)
+    try:
+        return uproot.open(path.reader_url(url), **path.storage_options(url))
+    except (OSError, ValueError) as err:
+        better = path.explain_error(url, err)
+        if better is err:
+            raise
+        raise better from err
+
+
+def open_parquet(url: str, via: str | None):
+    """A ``pyarrow.parquet.ParquetFile`` over a :class:`CountingFile`."""
+    import pyarrow.parquet as pq
+
+    if via is None:
+        import fsspec
+
+        raw = fsspec.open(url, "rb").open()
+    else:
+        from casa_data.paths import get_path
+
+        fs, path = get_path(via).arrow_filesystem(url)
+        raw = fs.open_input_file(path)
+    counted = CountingFile(raw)
+    return pq.ParquetFile(io.BufferedReader(counted, 1 << 20)), counted
+
+
+def _count(item: FileItem) -> tuple[list[int] | int, str]:
+    """Entries (ROOT) or row-group sizes (Parquet), trying replicas in order."""
+    errors = []
+    for url, via in item.replicas:
+        try:
+            if item.format == "parquet":
+                pf, counted = open_parquet(url, via)
+                with pf:
+                    md = pf.metadata
+                    return [md.row_group(i).num_rows for i in range(md.num_row_groups)], url
+            with open_root(url, via) as f:
+                return int(f[item.tree].num_entries), url
+        except Exception as e:  # noqa: BLE001 - any failure: next replica, then report the file
+            errors.append(f"{url}: {type(e).__name__}: {e}")
+    raise OSError("; ".join(errors))
+
+
+def _split(start: int, stop: int, chunksize: int) -> list[tuple[int, int]]:
+    n = max(1, math.ceil((stop - start) / chunksize))
+    edges = [start + round(i * (stop - start) / n) for i in range(n + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8
+                ) -> tuple[list[Chunk], dict[FileItem, str]]:
+    """Chunks of every readable file, and ``{file: error}`` for files that could not be opened."""
+    if chunksize <= 0:
+        raise ValueError(f"chunksize must be positive, got {chunksize}")
+
+    def safe(item):
+        if item.format not in ("root", "rntuple", "parquet"):
+            return None, f"format {item.format!r} is not supported by the runner"
+        if item.nevents is not None and item.format != "parquet":
+            return item.nevents, None
+        try:
+            return _count(item)[0], None
+        except Exception as e:  # noqa: BLE001
+            return None, str(e)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(items)))) as pool:
+        counts = list(pool.map(safe, items))
+    chunks: list[Chunk] = []
+    bad: dict[FileItem, str] = {}
+    for item, (count, err) in zip(items, counts):
+        if err is not None:
+            bad[item] = err
+            continue
+        if isinstance(count, list):  # Parquet row groups
+            ranges, pos = [], 0
+            for n in count:
+                ranges += _split(pos, pos + n, chunksize) if n else []
+                pos += n
+        else:
+            ranges = _split(0, count, chunksize) if count else []
+        for a, b in ranges:
+            chunks.append(Chunk(len(chunks), item, a, b))
+    return chunks, bad

@@ -1,0 +1,260 @@
+"""``casa_compute.run``: a coffea processor over a dataset, chunk by chunk, in-process or on Dask.
+
+Each chunk builds NanoEvents (NanoAOD schema by default) where it runs, calls
+``processor.process`` and returns its output with statistics; a failing chunk is retried in place
+(replicas in order) and, if it keeps failing, comes back as a failure record naming the file and
+entry range. Outputs are merged with ``coffea.processor.accumulate`` in a fixed tree over chunk
+order, so the result does not depend on which worker finished first, nor on workers that died
+(the scheduler recomputes what they held).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chunks import Chunk, files_of, open_parquet, open_root, plan_chunks
+from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
+
+__all__ = ["run", "RunResult", "Report", "RunError"]
+
+
+def _schema(schema):
+    if schema is None:
+        from .schemas import LenientNanoAODSchema
+
+        return LenientNanoAODSchema
+    return schema
+
+
+@dataclass
+class _Partial:
+    """What a chunk or a merge returns: output plus the bookkeeping of the chunks inside."""
+
+    output: Any = None
+    stats: list[ChunkStat] = field(default_factory=list)
+    failures: list[ChunkFailure] = field(default_factory=list)
+
+
+def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
+    from coffea.nanoevents import NanoEventsFactory
+
+    meta = {**chunk.file.metadata, "dataset": chunk.file.dataset, "filename": url,
+            "treename": chunk.file.tree, "entrystart": chunk.start, "entrystop": chunk.stop}
+    if chunk.file.format == "parquet":
+        return NanoEventsFactory.from_parquet(
+            handle, entry_start=chunk.start, entry_stop=chunk.stop, schemaclass=schema,
+            metadata=meta, mode="virtual").events()
+    return NanoEventsFactory.from_root(
+        handle, treepath=chunk.file.tree, entry_start=chunk.start, entry_stop=chunk.stop,
+        schemaclass=schema, metadata=meta, mode="virtual").events()
+
+
+def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema):
+    """One attempt on one replica: (output, bytes read)."""
+    if chunk.file.format == "parquet":
+        pf, counted = open_parquet(url, via)
+        with pf:
+            return processor.process(_events(chunk, url, via, schema, pf)), counted.bytes_read
+    with open_root(url, via) as f:
+        out = processor.process(_events(chunk, url, via, schema, f))
+        return out, f.file.source.num_requested_bytes
+
+
+def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
+                  retry_wait: float = 0.2) -> _Partial:
+    """Run ``processor`` on one chunk; never raises for data errors (returns a failure)."""
+    schema = _schema(schema)
+    t0 = time.perf_counter()
+    errors: list[str] = []
+    for attempt in range(retries + 1):
+        for url, via in chunk.file.replicas:
+            try:
+                output, nbytes = _process_once(processor, chunk, url, via, schema)
+            except Exception as e:  # noqa: BLE001 - reported with file and entry range
+                errors.append(f"{type(e).__name__}: {e}")
+                last_tb = traceback.format_exc(limit=6)
+                continue
+            stat = ChunkStat(index=chunk.index, dataset=chunk.file.dataset, file=url,
+                             start=chunk.start, stop=chunk.stop, events=chunk.entries,
+                             bytes_read=int(nbytes), seconds=time.perf_counter() - t0,
+                             attempts=attempt + 1, host=socket.gethostname(), pid=os.getpid())
+            return _Partial(output, [stat], [])
+        if attempt < retries:
+            time.sleep(retry_wait * 2 ** attempt)
+    return _Partial(None, [], [ChunkFailure(
+        index=chunk.index, dataset=chunk.file.dataset, file=chunk.file.url, start=chunk.start,
+        stop=chunk.stop, error=errors[-1], attempts=retries + 1, traceback=last_tb)])
+
+
+def merge(*parts: _Partial) -> _Partial:
+    """Accumulate outputs (hist, dicts, coffea accumulators) in the given order."""
+    from coffea.processor import accumulate
+
+    out = _Partial()
+    out.output = accumulate(p.output for p in parts)
+    for p in parts:
+        out.stats += p.stats
+        out.failures += p.failures
+    return out
+
+
+def _progress(enabled: bool, total: int, description: str):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("chunks"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    transient=False)
+
+
+def _client_for(cluster):
+    """(client, owned objects to close) for a Client, a cluster, a cluster kind or None."""
+    from distributed import Client
+
+    if isinstance(cluster, Client):
+        return cluster, []
+    owned = []
+    if isinstance(cluster, str):
+        from .clusters import cluster as make_cluster
+
+        cluster = make_cluster(cluster)
+        owned.append(cluster)
+    client = Client(cluster, security=getattr(cluster, "security", None))
+    return client, [client, *owned[::-1]]
+
+
+def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=None,
+        retries: int = 2, skip_bad_files: bool = False, progress: bool = True,
+        token: str | os.PathLike | None = "auto", fanin: int = 8, max_chunks: int | None = None,
+        console=None) -> RunResult:
+    """Run a coffea processor over a dataset.
+
+    Parameters
+    ----------
+    processor : coffea.processor.ProcessorABC
+        ``process(events)`` is called per chunk; ``postprocess`` once on the merged output.
+    dataset
+        A ``casa_data.Dataset``, a list of them, or a coffea fileset dict.
+    cluster
+        None: in this process. A ``distributed.Client``, a cluster object (e.g. from
+        :func:`casa_compute.cluster`), or a kind (``"local"``, ``"slurm"``, ...), created and
+        closed here.
+    chunksize
+        Maximum entries per chunk (Parquet chunks never span row groups).
+    schema
+        NanoEvents schema class; default NanoAOD (missing event-id branches only warn).
+    retries
+        Extra attempts for a failing chunk (each tries every replica).
+    skip_bad_files
+        Finish without what failed and list it in the report; otherwise raise
+        :class:`RunError` (naming the file and entry range) with ``.partial`` holding the rest.
+    token
+        Bearer-token file forwarded to Dask workers ("auto": discovery as for clusters).
+
+    Returns
+    -------
+    RunResult
+        ``.output`` and ``.report``; unpacks as ``output, report = run(...)``.
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    t0 = time.perf_counter()
+    items = files_of(dataset)
+    chunks, bad_files = plan_chunks(items, chunksize)
+    if max_chunks is not None:
+        chunks = chunks[:max_chunks]
+    report = Report(chunks_planned=len(chunks),
+                    bad_files={f.url: err for f, err in bad_files.items()})
+    if cluster is None:
+        part = _run_local(processor, chunks, schema, retries, progress)
+    else:
+        part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
+                         console, report)
+    output = part.output
+    if output is not None and hasattr(processor, "postprocess"):
+        post = processor.postprocess(output)
+        output = output if post is None else post
+    report.add(part.stats, part.failures, time.perf_counter() - t0)
+    result = RunResult(output, report)
+    if (report.failures or report.bad_files) and not skip_bad_files:
+        raise RunError(report.describe_failures(), partial=result)
+    return result
+
+
+def _run_local(processor, chunks: list[Chunk], schema, retries: int, progress: bool) -> _Partial:
+    from coffea.processor import accumulate
+
+    acc = _Partial()
+    with _progress(progress, len(chunks), "in-process") as bar:
+        task = bar.add_task("in-process", total=len(chunks)) if bar is not None else None
+        for chunk in chunks:
+            p = process_chunk(processor, chunk, schema, retries)
+            acc.output = accumulate([acc.output, p.output])
+            acc.stats += p.stats
+            acc.failures += p.failures
+            if bar is not None:
+                bar.advance(task)
+    return acc
+
+
+def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin, console,
+              report) -> _Partial:
+    from distributed import as_completed
+
+    from .clusters.base import find_token
+
+    client, owned = _client_for(cluster)
+    try:
+        report.dashboard = client.dashboard_link
+        console.print(f"[bold]casa[/bold]: {len(chunks)} chunks on {client.scheduler.address}; "
+                      f"dashboard {client.dashboard_link}")
+        tok = find_token(token)
+        if tok is not None:
+            client.register_plugin(TokenPlugin.from_file(tok), name="casa-bearer-token")
+        run_id = uuid.uuid4().hex[:10]
+        futs = [client.submit(process_chunk, processor, c, schema, retries, pure=False,
+                              key=f"casa-chunk-{c.index}-{run_id}") for c in chunks]
+        level, depth = list(futs), 0
+        while len(level) > 1:
+            depth += 1
+            level = [client.submit(merge, *level[i:i + fanin], pure=False,
+                                   key=f"casa-merge-{depth}-{i}-{run_id}")
+                     for i in range(0, len(level), fanin)]
+        with _progress(progress, len(chunks), "dask") as bar:
+            task = bar.add_task(f"dask ({len(client.scheduler_info()['workers'])} workers)",
+                                total=len(chunks)) if bar is not None else None
+            for _ in as_completed(futs):
+                if bar is not None:
+                    bar.advance(task)
+        if not level:
+            return _Partial()
+        try:
+            return level[0].result()
+        except Exception:  # a chunk died with its workers too often (KilledWorker): salvage
+            return _salvage(futs, chunks, retries)
+    finally:
+        for obj in owned:
+            obj.close()
+
+
+def _salvage(futs, chunks, retries) -> _Partial:
+    parts = []
+    for f, c in zip(futs, chunks):
+        if f.status == "finished":
+            parts.append(f.result())
+        else:
+            err = f.exception() if f.status == "error" else RuntimeError(f"task {f.status}")
+            parts.append(_Partial(None, [], [ChunkFailure(
+                index=c.index, dataset=c.file.dataset, file=c.file.url, start=c.start,
+                stop=c.stop, error=f"{type(err).__name__}: {err}", attempts=retries + 1)]))
+    return merge(*parts)
