@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import awkward as ak
@@ -76,11 +75,3 @@ def same_output(a: dict, b: dict) -> None:
     for k in a:
         assert a[k]["entries"] == b[k]["entries"] and a[k]["pairs"] == b[k]["pairs"], k
         np.testing.assert_array_equal(a[k]["mass"].values(), b[k]["mass"].values())
-
-
-@pytest.fixture(autouse=True)
-def _quiet_schema_warnings():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Missing cross-reference")
-        warnings.filterwarnings("ignore", message=".*event ID fields.*")
-        yield
