@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from casa_data.bench.cli import bench_command
 from casa_data.cli import data_app
 
 app = typer.Typer(help="casa: data delivery first, compute second.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("bench")(bench_command)
 
 
 @app.command()

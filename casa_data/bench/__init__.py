@@ -1,0 +1,98 @@
+"""``casa bench``: compare delivery paths (local disk, S3 via s3fs, S3 via Arrow, plug-ins) on one dataset.
+
+>>> from casa_data.bench import bench                                  # doctest: +SKIP
+>>> doc = bench(["../shared/data/agc/open-data-example.root"], embedded=True, quick=True)
+
+Methods come from a small registry (:mod:`casa_data.bench.methods`): add one with
+:func:`register_method` or the ``casa.bench`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .methods import BenchContext, BenchFile, BenchMethod, available_methods, get_method, register_method
+from .runner import DEFAULT_METHODS, bench_files, markdown_table, run_bench, write_outputs
+
+__all__ = ["bench", "BenchMethod", "BenchFile", "BenchContext", "register_method", "available_methods",
+           "get_method", "run_bench", "bench_files", "markdown_table", "write_outputs", "local_files"]
+
+QUICK = {"reps": 2, "nranges": 40}
+
+
+def local_files(dataset: Sequence[str], catalog: Any = None) -> list[str]:
+    """Local paths of a catalog dataset (one name) or the given paths."""
+    if len(dataset) == 1 and not os.path.exists(dataset[0]) and "/" in dataset[0] and "://" not in dataset[0]:
+        from ..dataset import open as open_dataset
+
+        ds = open_dataset(dataset[0], via="local", catalog=catalog)
+        return [c.path.reader_url(c.url) for c in (f.candidates[0] for f in ds.resolved)]
+    return [os.fspath(p) for p in dataset]
+
+
+def _slug(files: list[BenchFile]) -> str:
+    return re.sub(r"[^a-z0-9.-]+", "-", files[0].local.stem.lower())[:40] + (f"-{len(files)}" if len(files) > 1 else "")
+
+
+def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, catalog: Any = None,
+          s3: str | None = None, embedded: bool | None = None, quick: bool = False,
+          reps: int | None = None, nranges: int | None = None, columns: list[str] | None = None,
+          out_dir: str | os.PathLike | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Benchmark ``dataset`` (a catalog name or local files) over ``methods``.
+
+    Parameters
+    ----------
+    s3 : where the S3 copies live (``s3://bucket/prefix``); uploaded (checksummed) if missing.
+        Default ``s3://casa-bench/<file name>``.
+    embedded : start a SeaweedFS for this run (default: when no S3 endpoint is configured).
+    quick : 2 repetitions, 40 ranges, the first file only (for CI).
+    out_dir : write ``bench-<time>.json`` and ``.png`` there; their paths are in ``doc["outputs"]``.
+    """
+    from ..config import get_config
+
+    files = bench_files(local_files(dataset, catalog))
+    if quick:
+        files = files[:1]
+    reps = reps or (QUICK["reps"] if quick else 5)
+    nranges = nranges or (QUICK["nranges"] if quick else 200)
+    need_s3 = any(m != "local" and m.startswith("s3") for m in methods)
+    started = False
+    with contextlib.ExitStack() as stack:
+        s3_options: dict[str, Any] = {}
+        if need_s3:
+            configured = get_config().path_options("s3").get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            if embedded or (embedded is None and not configured):
+                from ..services.s3 import SeaweedFS
+
+                log("starting an embedded SeaweedFS")
+                server = stack.enter_context(SeaweedFS())
+                server.create_bucket("casa-bench")
+                s3_options, started = server.path_options(), True
+            s3 = s3 or f"s3://casa-bench/{_slug(files)}"
+            _upload(files, s3, s3_options, log)
+        doc = run_bench(files, methods, columns=columns, reps=reps, nranges=nranges, s3_base=s3,
+                        s3_options=s3_options, log=log)
+    doc["meta"]["quick"] = quick
+    doc["meta"]["embedded_seaweedfs"] = started
+    if out_dir is not None:
+        j, p = write_outputs(doc, out_dir)
+        doc["outputs"] = {"json": str(j), "png": str(p)}
+    return doc
+
+
+def _upload(files: list[BenchFile], base: str, s3_options: dict[str, Any], log) -> None:
+    from ..ingest import upload_file
+    from ..paths import get_path
+
+    path = get_path("s3", **s3_options)
+    path.check(base.rstrip("/") + "/")
+    client = path.client(base)
+    for f in files:
+        url = f"{base.rstrip('/')}/{f.name}"
+        r = upload_file(client, f.local, url, endpoint=path.endpoint(url), secrets=path._secrets(url))
+        log(f"{r.status} {url}")
+        f.urls["s3"] = url

@@ -1,0 +1,46 @@
+"""``casa bench``: the command (thin: options in, :func:`casa_data.bench.bench` out, a table printed)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+__all__ = ["bench_command"]
+
+
+def bench_command(
+    dataset: Optional[list[str]] = typer.Argument(None, help="catalog dataset name or local files (default demo/zmumu)"),
+    methods: str = typer.Option("local,s3fs,s3-arrow", help="comma-separated access methods"),
+    s3: Optional[str] = typer.Option(None, help="s3://bucket/prefix for the S3 copies (uploaded if missing)"),
+    embedded: Optional[bool] = typer.Option(None, "--embedded/--no-embedded",
+                                            help="start a SeaweedFS for the run (default: if no endpoint is configured)"),
+    quick: bool = typer.Option(False, help="2 repetitions, 40 ranges, first file only (CI)"),
+    reps: Optional[int] = typer.Option(None, help="repetitions (default 5)"),
+    ranges: Optional[int] = typer.Option(None, help="random 64 KiB ranges per repetition (default 200)"),
+    columns: Optional[str] = typer.Option(None, help="comma-separated columns (default: 3 Muon_ columns)"),
+    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+    out: str = typer.Option("casa-bench", help="directory for the JSON and PNG"),
+    list_methods: bool = typer.Option(False, "--list", help="list the registered methods and exit"),
+) -> None:
+    """Compare access paths (local disk, S3 via s3fs, S3 via Arrow, plug-ins) on one dataset."""
+    from rich.console import Console
+
+    from ..errors import CasaError
+    from . import available_methods, bench, markdown_table
+
+    console = Console(stderr=True)
+    if list_methods:
+        for name in available_methods():
+            typer.echo(name)
+        return
+    try:
+        doc = bench(dataset or ["demo/zmumu"], [m.strip() for m in methods.split(",") if m.strip()],
+                    catalog=catalog, s3=s3, embedded=embedded, quick=quick, reps=reps, nranges=ranges,
+                    columns=columns.split(",") if columns else None, out_dir=out,
+                    log=lambda s: console.log(s))
+    except CasaError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(markdown_table(doc))
+    typer.echo(f"\nJSON: {doc['outputs']['json']}\nPNG:  {doc['outputs']['png']}")

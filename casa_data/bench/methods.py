@@ -1,0 +1,134 @@
+"""Access methods ``casa bench`` compares, and the registry other packages add theirs to.
+
+To add a method (XRootD, XCache cold/warm, ServiceX, Skyhook, ...):
+
+1. Subclass :class:`BenchMethod`; set ``name`` and ``description``.
+2. Implement :meth:`~BenchMethod.read_whole`, :meth:`~BenchMethod.read_columns` and
+   :meth:`~BenchMethod.read_range` for a :class:`BenchFile`.
+3. Optionally override :meth:`~BenchMethod.setup` (copy the files where the method reads them,
+   start a service) and :meth:`~BenchMethod.teardown`, and :meth:`~BenchMethod.counting`, a
+   context manager for one untimed pass that counts the bytes the method transfers (by default
+   the bytes its reads return).
+4. Register it with :func:`register_method` or in the ``casa.bench`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from ..errors import CasaError
+
+__all__ = ["BenchFile", "BenchContext", "BenchMethod", "register_method", "get_method", "available_methods"]
+
+
+@dataclass
+class BenchFile:
+    """One file of the benchmarked dataset: its local copy and facts to check results against."""
+
+    local: Path
+    size: int
+    nevents: int
+    format: str   # root | parquet
+    tree: str = "Events"
+    urls: dict[str, str] = field(default_factory=dict)  # method name -> URL it reads
+
+    @property
+    def name(self) -> str:
+        return self.local.name
+
+
+@dataclass
+class BenchContext:
+    """What methods share: the files, the columns, the S3 location and a scratch directory."""
+
+    files: list[BenchFile]
+    columns: list[str]
+    s3_base: str | None = None          # s3://bucket/prefix holding copies of the files
+    s3_options: dict[str, Any] = field(default_factory=dict)
+    workdir: Path = Path(".")
+
+
+class BenchMethod(ABC):
+    """One way to get a dataset's bytes. See the module docstring."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.counted = 0
+
+    def setup(self, ctx: BenchContext) -> None:
+        """Prepare (copy files, start services) before any measurement."""
+
+    def teardown(self) -> None:
+        """Undo :meth:`setup`."""
+
+    @abstractmethod
+    def read_whole(self, f: BenchFile) -> int:
+        """Read every byte of ``f`` sequentially; return the bytes read."""
+
+    @abstractmethod
+    def read_columns(self, f: BenchFile, columns: list[str]) -> int:
+        """Read ``columns`` of every event of ``f``; return the number of events."""
+
+    @abstractmethod
+    def read_range(self, f: BenchFile, start: int, length: int) -> int:
+        """Read one byte range of ``f``; return the bytes read."""
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        """Count transferred bytes into ``self.counted`` during one untimed pass."""
+        self.counted = 0
+        self._count = True
+        try:
+            yield
+        finally:
+            self._count = False
+
+    def _add(self, n: int) -> int:
+        if getattr(self, "_count", False):
+            self.counted += n
+        return n
+
+
+# -- registry ------------------------------------------------------------------------------------
+_BUILTIN = {
+    "local": "casa_data.bench.builtin:LocalMethod",
+    "s3fs": "casa_data.bench.builtin:S3fsMethod",
+    "s3-arrow": "casa_data.bench.builtin:ArrowS3Method",
+}
+_EXTRA: dict[str, str | type[BenchMethod]] = {}
+
+
+def register_method(name: str, target: str | type[BenchMethod]) -> None:
+    """Register a :class:`BenchMethod` class (or ``"module:Class"``) under ``name``."""
+    _EXTRA[name] = target
+
+
+def available_methods() -> list[str]:
+    names = list(_BUILTIN) + [n for n in _EXTRA if n not in _BUILTIN]
+    names += [ep.name for ep in entry_points(group="casa.bench") if ep.name not in names]
+    return names
+
+
+def get_method(name: str) -> BenchMethod:
+    target: Any = _EXTRA.get(name) or _BUILTIN.get(name)
+    if target is None:
+        target = next((ep.value for ep in entry_points(group="casa.bench") if ep.name == name), None)
+    if target is None:
+        raise CasaError(f"unknown bench method {name!r}; available: {', '.join(available_methods())}")
+    if isinstance(target, str):
+        module, _, cls = target.partition(":")
+        target = getattr(importlib.import_module(module), cls)
+    return target()
+
+
+def file_size(path: str | os.PathLike) -> int:
+    return os.path.getsize(path)
