@@ -85,6 +85,7 @@ class SlurmService:
 
     def __init__(self, workdir: str | os.PathLike | None = None, cpus: int = 8,
                  startup_timeout: float = 60.0):
+        self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="casa-slurm-"))
         self.cpus = cpus
         self.startup_timeout = startup_timeout
@@ -125,17 +126,22 @@ class SlurmService:
         self._check()
         base = self.workdir
         shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(parents=True)
+        os.chmod(base, 0o755)
         for sub in ("munge", "state", "spool", "run", "log"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(base / "munge", 0o755)  # munged rejects a socket dir others cannot traverse
         key = base / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o600)
-        subprocess.run(
+        out = subprocess.run(
             ["munged", f"--socket={base}/munge/munge.socket", f"--key-file={key}",
              f"--pid-file={base}/munge/munged.pid", f"--log-file={base}/log/munged.log",
              f"--seed-file={base}/munge/munged.seed", "--num-threads=2"],
-            check=True, capture_output=True, cwd=base, timeout=30)
+            capture_output=True, text=True, cwd=base, timeout=30)
+        if out.returncode != 0:
+            raise ServiceError(f"slurm: munged failed ({out.returncode}): {out.stderr.strip()} "
+                               "(every parent of the work dir must be world-executable)")
         self.munged_pid = int((base / "munge" / "munged.pid").read_text().strip())
         srun0 = free_port()
         srun0 = min(srun0, 65000)
@@ -214,6 +220,8 @@ class SlurmService:
         self.munged_pid = None
         if os.environ.get("SLURM_CONF") == str(self.conf):
             del os.environ["SLURM_CONF"]
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _kill_stray_stepd(self) -> None:
         """slurmstepd re-parented to init, ours by their cwd (inherited from the daemons)."""
