@@ -97,7 +97,14 @@ def _parquet_table(cand: Candidate, columns: Sequence[str] | None, flt: Filter |
 
 
 # -- public ------------------------------------------------------------------------------------------
+def _remote(cand: Candidate) -> bool:
+    """Paths that scan on a server (Skyhook) take columns and filter themselves."""
+    return getattr(cand.path, "scans_remotely", False)
+
+
 def count_events(cand: Candidate, fmt: str, tree: str) -> int:
+    if _remote(cand):
+        return cand.path.count_events(cand.url, tree)
     if fmt == "parquet":
         return int(_parquet_dataset(cand).count_rows())
     with _open_root(cand) as f:
@@ -105,6 +112,8 @@ def count_events(cand: Candidate, fmt: str, tree: str) -> int:
 
 
 def available_columns(cand: Candidate, fmt: str, tree: str) -> list[str]:
+    if _remote(cand):
+        return cand.path.available_columns(cand.url, tree)
     if fmt == "parquet":
         return list(_parquet_dataset(cand).schema.names)
     with _open_root(cand) as f:
@@ -115,6 +124,8 @@ def read_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | 
                  flt: Filter | None = None, entry_start: int | None = None,
                  entry_stop: int | None = None) -> ak.Array:
     """The whole file (or an entry range) as one awkward array, filtered."""
+    if _remote(cand) and entry_start is None and entry_stop is None:
+        return _from_arrow(cand.path.read_arrow(cand.url, tree, columns, flt))
     if fmt == "parquet":
         table, rest = _parquet_table(cand, columns, flt)
         if entry_start is not None or entry_stop is not None:
@@ -130,6 +141,8 @@ def read_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | 
 def read_arrow(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None = None,
                flt: Filter | None = None):
     """The whole file as one ``pyarrow.Table``, filtered."""
+    if _remote(cand):
+        return cand.path.read_arrow(cand.url, tree, columns, flt)
     if fmt == "parquet":
         table, rest = _parquet_table(cand, columns, flt)
         return table if rest is None else _to_arrow(_apply_filter(_from_arrow(table), columns, rest))
@@ -139,7 +152,7 @@ def read_arrow(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | No
 def iter_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None,
                  flt: Filter | None, step: int) -> Iterator[ak.Array]:
     """Filtered chunks of at most ``step`` events (before filtering)."""
-    if fmt == "parquet":
+    if fmt == "parquet" or _remote(cand):
         for batch in iter_arrow(cand, fmt, tree, columns, flt, step):
             yield _from_arrow(batch)
         return
@@ -153,6 +166,9 @@ def iter_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | 
 def iter_arrow(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None,
                flt: Filter | None, step: int):
     """Filtered Arrow record batches of at most ``step`` rows."""
+    if _remote(cand):
+        yield from cand.path.iter_arrow(cand.url, tree, columns, flt, step)
+        return
     if fmt == "parquet":
         dset = _parquet_dataset(cand)
         need = _wanted(dset.schema.names, columns, flt, cand.url)

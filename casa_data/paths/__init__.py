@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "xrootd": "casa_data.paths.xrootd:XRootDPath",
     "xcache": "casa_data.paths.xrootd:XCachePath",
     "s3": "casa_data.paths.s3:S3Path",
+    "skyhook": "casa_data.paths.skyhook:SkyhookPath",
 }
 _EXTRA: dict[str, str | type[DeliveryPath]] = {}
 

@@ -129,12 +129,15 @@ class SkyhookClient:
         except fl.FlightError as err:
             raise ServiceError(f"Skyhook server {self.address} failed on {what}: {_message(err)}") from None
 
-    def action(self, name: str, body: dict | None = None) -> dict:
+    def action(self, name: str, body: dict | None = None, raw: bool = False) -> Any:
+        """Run a server action; its JSON answer (or bytes with ``raw``)."""
         import pyarrow.flight as fl
 
         act = fl.Action(name, json.dumps(body or {}).encode())
-        results = self._call(f"action {name}", lambda: list(self.flight.do_action(act, self._options())))
-        return json.loads(results[0].body.to_pybytes())
+        what = str((body or {}).get("path", f"action {name}"))
+        results = self._call(what, lambda: list(self.flight.do_action(act, self._options())))
+        data = results[0].body.to_pybytes()
+        return data if raw else json.loads(data)
 
     def health(self) -> dict:
         """``{"status": "ok", "scans": ..., ...}`` or an error saying why not."""

@@ -42,6 +42,7 @@ from .protocol import Request, decode, error_info, file_format
 __all__ = ["SkyhookServer", "Store", "main"]
 
 log = logging.getLogger("casa_data.skyhook")
+MAX_READ = 64 << 20  # bytes per raw "read" action
 
 
 # -- where the files are -----------------------------------------------------------------------
@@ -193,19 +194,44 @@ class SkyhookServer(flight.FlightServerBase):
         return flight.GeneratorStream(schema, self._guarded(batches), options=options)
 
     def list_actions(self, context):
-        return [("health", "status, running scans and memory"), ("list", "data files under a path")]
+        return [("health", "status, running scans and memory"), ("list", "data files under a path"),
+                ("count", "events under a path"), ("columns", "columns of the first file"),
+                ("read", "raw bytes of a file (no pushdown)")]
 
     @_flight_errors
     def do_action(self, context, action):
         if action.type == "health":
             body = {"status": "ok", "scans": self._running, "max_scans": self.max_scans,
                     "rss": _rss(), "max_memory": self.max_memory}
-        elif action.type == "list":
+        elif action.type in ("list", "count", "columns"):
             req = decode(action.body.to_pybytes() or b"{}")
-            body = {"files": self.store.list(req.path)}
+            files = self.store.list(req.path)
+            if action.type == "list":
+                body = {"files": files, "sizes": [self._size(f) for f in files]}
+            elif action.type == "count":
+                body = {"events": sum(readers.count_events(self.store.candidate(f), file_format(f) or "",
+                                                           req.tree) for f in files)}
+            else:
+                if not files:
+                    raise ObjectNotFoundError(f"no data file under {req.path or '/'}")
+                body = {"columns": readers.available_columns(self.store.candidate(files[0]),
+                                                             file_format(files[0]) or "", req.tree)}
+        elif action.type == "read":  # raw bytes, for the fsspec face (no pushdown)
+            rng = json.loads(action.body.to_pybytes())
+            start, end = int(rng["start"]), int(rng["end"])
+            if not 0 <= start <= end or end - start > MAX_READ:
+                raise CasaError(f"byte range {start}-{end} invalid or above {MAX_READ >> 20} MB")
+            afs, path = self.store.path.arrow_filesystem(self.store.url(str(rng["path"])))
+            with afs.open_input_file(path) as f:
+                yield flight.Result(f.read_at(end - start, start))
+            return
         else:
-            raise CasaError(f"unknown action {action.type!r}; known: health, list")
+            raise CasaError(f"unknown action {action.type!r}; known: health, list, count, columns, read")
         yield flight.Result(json.dumps(body).encode())
+
+    def _size(self, rel: str) -> int:
+        afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
+        return int(afs.get_file_info(path).size or 0)
 
     # -- limits ------------------------------------------------------------------------------
     def _acquire(self) -> None:
