@@ -37,6 +37,8 @@ def open(
     catalog: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     tree: str = "Events",
     errors: Errors = "raise",
+    query: Any = None,
+    **servicex: Any,
 ) -> "Dataset":
     """Resolve a dataset to files, by the best delivery path.
 
@@ -59,7 +61,17 @@ def open(
         ``"raise"`` (default): a file that cannot be read raises
         :class:`~casa_data.errors.PartialResultError` carrying what was read; ``"skip"``: such
         files are logged, left out and listed in ``Dataset.failures``.
+    query
+        A ServiceX query (func_adl, UprootRaw dict, python function): the dataset is transformed
+        by ServiceX and the returned Dataset reads its outputs; extra keywords (``endpoint=``,
+        ``format=``, ...) go to :func:`casa_data.servicex.client.open_query`.
     """
+    if query is not None:
+        from .servicex.client import open_query
+
+        return open_query(dataset, query, columns, filter, catalog=catalog, tree=tree, errors=errors, **servicex)
+    if servicex:
+        raise TypeError(f"open() got unexpected keyword(s) {sorted(servicex)} (they need query=)")
     if isinstance(dataset, DatasetSpec):
         spec = dataset
     elif isinstance(dataset, (str, os.PathLike)) and not _looks_like_path(os.fspath(dataset)):

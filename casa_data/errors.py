@@ -21,6 +21,8 @@ __all__ = [
     "PartialResultError",
     "ServiceError",
     "TokenError",
+    "QueryError",
+    "TransformError",
     "AccessDeniedError",
     "BucketNotFoundError",
     "ObjectNotFoundError",
@@ -146,6 +148,14 @@ class BucketNotFoundError(ServiceError, FileNotFoundError):
 
 class ObjectNotFoundError(ServiceError, FileNotFoundError):
     """A bucket has no object at that key."""
+
+
+class QueryError(CasaError, ValueError):
+    """A ServiceX query (func_adl, UprootRaw, python function) is malformed or cannot be translated."""
+
+
+class TransformError(CasaError):
+    """A ServiceX transform failed on one file (the message is the transformer's)."""
 
 
 class TokenError(CasaError, PermissionError):

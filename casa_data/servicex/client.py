@@ -1,0 +1,383 @@
+"""``casa_data.open(name, query=...)``: ``servicex.deliver`` (3.3, unmodified) with its gaps closed.
+
+What this adds around the client, and why (see ../shared/notes/servicex.md):
+
+1. **Health check first**: ``GET /servicex`` with a 3 s timeout (the client retries ~97 s against a
+   dead endpoint); the codegen must be offered.
+2. **Validation before submit**: the query is rendered and, for casa's codegens, translated here
+   (func_adl_uproot), so a bad query fails in milliseconds naming the offending part.
+3. **Cache repair**: a ``SUBMITTED`` record of a request the endpoint no longer has, or that ended
+   with failures, is dropped (the client would silently re-attach to it); a completed record whose
+   files were deleted from disk is dropped too (the client would return missing paths).
+4. **No lost failures**: the client logs per-file failures in an asyncio callback and returns the
+   good files as if all was well. After every delivery we read the request's status; failed files
+   (and, from casa's endpoint, each file's error) raise :class:`~casa_data.errors.PartialResultError`
+   whose ``.partial`` is a Dataset over the files that did succeed (``errors="skip"`` returns it).
+5. **Fast local delivery**: the client sleeps 5 s between polls and ``deliver`` has no knob. For a
+   loopback endpoint (or ``paths.servicex.poll_interval``) the two polling defaults of
+   ``servicex.query_core.Query.__init__`` are set to 0.1 s for the duration of the call (under a
+   lock, restored after). Remote endpoints keep the client's 5 s.
+
+The endpoint is ``endpoint=``, else ``paths: {servicex: {endpoint: URL, token_file: PATH}}``, else
+a casa endpoint started for this process (outputs under ``data_dir/servicex-endpoint``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..catalog import DatasetSpec, get_catalog
+from ..config import get_config
+from ..errors import PartialResultError, QueryError, ServiceError, TransformError
+
+__all__ = ["open_query", "deliver_query", "check_endpoint", "local_endpoint"]
+
+log = logging.getLogger("casa_data.servicex")
+_POLL_LOCK = threading.Lock()
+_LOCAL: dict[str, Any] = {}
+
+
+# -- endpoint ------------------------------------------------------------------------------------
+def local_endpoint():
+    """casa's endpoint for this process (started on first use, stopped at exit)."""
+    from ..services.servicex import ServiceXEndpoint
+
+    if "sx" not in _LOCAL or not _LOCAL["sx"].running:
+        opts = get_config().path_options("servicex")
+        sx = ServiceXEndpoint(get_config().data_path / "servicex-endpoint", workers=int(opts.get("workers", 2)))
+        log.info("starting a local ServiceX endpoint in %s", sx.workdir)
+        _LOCAL["sx"] = sx.start()
+        atexit.register(sx.stop)
+    return _LOCAL["sx"]
+
+
+def check_endpoint(url: str, timeout: float = 3.0) -> dict[str, Any]:
+    """``GET /servicex`` within ``timeout``; raises :class:`ServiceError` saying what to do."""
+    import httpx
+
+    hint = ("start one with `casa data servicex serve`, or set paths.servicex.endpoint in your casa "
+            "config (or pass endpoint=)")
+    try:
+        r = httpx.get(url.rstrip("/") + "/servicex", timeout=timeout)
+    except httpx.HTTPError as err:
+        raise ServiceError(f"the ServiceX endpoint {url} does not answer ({type(err).__name__}: {err}); {hint}") from None
+    if r.status_code != 200:
+        raise ServiceError(f"the ServiceX endpoint {url} answered HTTP {r.status_code} to GET /servicex; {hint}")
+    try:
+        return r.json()
+    except ValueError:
+        raise ServiceError(f"{url} answered GET /servicex with something that is not ServiceX JSON; {hint}") from None
+
+
+def _client_config(url: str, token: str, poll: float | None) -> Path:
+    """A servicex.yaml (mode 0600: it may hold a token) for this endpoint, in casa's data dir."""
+    import yaml
+
+    base = get_config().data_path / "servicex"
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / f"servicex-{hashlib.sha1(url.encode()).hexdigest()[:10]}.yaml"
+    cfg = {"api_endpoints": [{"name": "casa", "endpoint": url, "token": token}], "default_endpoint": "casa",
+           "cache_path": str(base / "cache")}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
+def _endpoint(endpoint: str | None) -> tuple[str, str, float | None]:
+    opts = get_config().path_options("servicex")
+    url = endpoint or opts.get("endpoint")
+    token = ""
+    if not endpoint and opts.get("token_file"):
+        tf = Path(os.path.expandvars(str(opts["token_file"]))).expanduser()
+        try:
+            token = tf.read_text().strip()
+        except OSError as err:
+            raise ServiceError(f"paths.servicex.token_file {tf} cannot be read ({err.strerror}); "
+                               "write your ServiceX refresh token there") from None
+    if not url:
+        url = local_endpoint().url
+    poll = opts.get("poll_interval")
+    if poll is None and urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1"):
+        poll = 0.1
+    return url.rstrip("/"), token, (float(poll) if poll is not None else None)
+
+
+# -- the call ------------------------------------------------------------------------------------
+@contextmanager
+def _polling(seconds: float | None):
+    """Temporarily set the client's two polling intervals (see the module docstring, point 5)."""
+    if seconds is None:
+        yield
+        return
+    import servicex.query_core as qc
+
+    init = qc.Query.__init__
+    names = init.__code__.co_varnames[init.__code__.co_argcount - len(init.__defaults__):init.__code__.co_argcount]
+    if names[:2] != ("servicex_polling_interval", "minio_polling_interval"):
+        log.warning("servicex changed Query.__init__; polling stays at the client's default")
+        yield
+        return
+    with _POLL_LOCK:
+        old = init.__defaults__
+        init.__defaults__ = (seconds, seconds) + old[2:]
+        try:
+            yield
+        finally:
+            init.__defaults__ = old
+
+
+class _Quiet(logging.Filter):
+    """Drop the client's callback traceback and error lines for failures we raise ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not any(s in msg for s in ("transform_complete", "completed with failures",
+                                          "A list of failed files", "Transform Request id", "ServiceX Exception for"))
+
+
+@contextmanager
+def _quiet():
+    f = _Quiet()
+    loggers = [logging.getLogger("asyncio"), logging.getLogger("servicex.query_core")]
+    for lg in loggers:
+        lg.addFilter(f)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(f)
+
+
+def _query(query: Any, codegen: str | None) -> tuple[Any, str, str]:
+    """``(servicex query, codegen, selection string)``; raises QueryError."""
+    from servicex.query import PythonFunction, UprootRaw
+    from servicex.query_core import QueryStringGenerator
+
+    try:
+        if isinstance(query, dict):
+            query = UprootRaw([query])
+        elif isinstance(query, list):
+            query = UprootRaw(query)
+        elif callable(query) and not isinstance(query, QueryStringGenerator) and not hasattr(query, "generate_selection_string"):
+            query = PythonFunction().with_uproot_function(query)
+        if isinstance(query, str):
+            if not codegen:
+                raise QueryError("a query given as a string needs codegen= (e.g. 'uproot')")
+            return query, codegen, query
+        selection = query.generate_selection_string()
+    except QueryError:
+        raise
+    except Exception as err:  # pydantic/func_adl/ast errors: all mean "this query is malformed"
+        raise QueryError(f"the query cannot be rendered: {' '.join(str(err).split())[:500]}"
+                         " (a func_adl query starts with FuncADL_Uproot().FromTree('Events'))") from None
+    return query, codegen or query.default_codegen, selection
+
+
+def _dataset(dataset: Any, catalog: Any, caps: list[str], tree: str, nfiles: int | None):
+    """``(servicex dataset identifier, name, input tree)``; a catalog name is validated here."""
+    from servicex import dataset as sxd
+
+    from ..dataset import _looks_like_path
+    from ..resolver import resolve
+
+    if isinstance(dataset, DatasetSpec):
+        spec = dataset
+    elif isinstance(dataset, (str, os.PathLike)) and not _looks_like_path(os.fspath(dataset)):
+        spec = get_catalog(catalog).get(os.fspath(dataset))  # DatasetNotFoundError with suggestions
+        if "casa_datasets" in caps and catalog is None:
+            return sxd.GenericDataSet("casa", spec.name, num_files=nfiles), spec.name, spec.tree
+    else:
+        paths = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
+        spec = DatasetSpec.from_paths(paths, tree=tree)
+    urls = [f.url for f in resolve(spec)]
+    return sxd.FileList(urls[:nfiles] if nfiles else urls), spec.name, spec.tree
+
+
+def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, format: str = "parquet",
+                  codegen: str | None = None, nfiles: int | None = None, catalog: Any = None,
+                  tree: str = "Events", ignore_cache: bool = False, progress: bool | None = None,
+                  timeout: float = 3.0) -> dict[str, Any]:
+    """Deliver ``query`` over ``dataset`` through ``servicex.deliver``; see :func:`open_query`.
+
+    Returns ``{"files", "failures" (lfn -> message), "request_id", "cache_hit", "name", "tree",
+    "format", "endpoint"}``.
+    """
+    fmt = {"parquet": "parquet", "root": "root-ttree", "root-ttree": "root-ttree"}.get(format)
+    if fmt is None:
+        raise QueryError(f"format={format!r}: use 'parquet' or 'root'")
+    url, token, poll = _endpoint(endpoint)
+    info = check_endpoint(url, timeout)
+    caps = info.get("capabilities", [])
+    sx_query, codegen, selection = _query(query, codegen)
+    offered = info.get("code-gen-image", {})
+    if codegen not in offered:
+        raise QueryError(f"codegen {codegen!r} is not offered by {url}; it has: {', '.join(sorted(offered))}")
+    from .transform import CODEGENS, QueryError as _BadQuery, compile_query
+
+    out_tree = "servicex"
+    if codegen in CODEGENS:
+        try:
+            _, first_tree = compile_query(codegen, selection, "parquet" if fmt == "parquet" else "root-file")
+        except _BadQuery as err:
+            raise QueryError(f"query rejected before submitting: {err}") from None
+        if codegen == "uproot-raw" and first_tree:
+            out_tree = first_tree
+    did, name, _ = _dataset(dataset, catalog, caps, tree, nfiles)
+    title = f"{name} {uuid.uuid4().hex[:8]}"  # unique: finds the request later (not part of the cache key)
+
+    from servicex import deliver
+    from servicex.servicex_client import ServiceXClient
+    from servicex.models import ResultFormat
+
+    cfg = _client_config(url, token, poll)
+    client = ServiceXClient(backend="casa", config_path=str(cfg))
+    q = client.generic_query(did, sx_query, codegen=codegen, title=title,
+                             result_format=ResultFormat.parquet if fmt == "parquet" else ResultFormat.root_ttree)
+    key = q.transform_request.compute_hash()
+    attached = None if ignore_cache else _repair_cache(client, key)
+    hit = not ignore_cache and client.query_cache.get_transform_by_hash(key) is not None
+    client.query_cache.close()
+    spec = {"General": {"OutputFormat": fmt, "Delivery": "LocalCache"},
+            "Sample": [{"Name": title, "Dataset": did, "Query": sx_query, "Codegen": codegen}]}
+    bar = "compact" if (sys.stderr.isatty() if progress is None else progress) else "none"
+    with _polling(poll), _quiet():
+        out = deliver(spec, config_path=str(cfg), servicex_name="casa", progress_bar=bar,
+                      ignore_local_cache=ignore_cache)
+    files = out[title]
+    rid = attached or (None if hit else _find_request(client, title))
+    if not files.valid():
+        raise _delivery_error(files._data._exc, url, rid)
+    result = {"files": list(files), "failures": {}, "request_id": rid, "cache_hit": hit and rid is None,
+              "name": name, "tree": out_tree, "format": "parquet" if fmt == "parquet" else "root", "endpoint": url}
+    if rid is not None:
+        status = client.get_transform_status(rid)
+        if status.files_failed or status.status.value != "Complete":
+            result["failures"] = _failures(url, token, rid, status, "casa_file_errors" in caps)
+            _forget(cfg, key)
+    return result
+
+
+def _repair_cache(client, key: str) -> str | None:
+    """Drop cache records that would mislead ``deliver``; return a live request to re-attach to."""
+    cache = client.query_cache
+    rec = cache.get_transform_by_hash(key)
+    if rec is not None and not all(Path(f).is_file() for f in rec.file_list):
+        log.info("cached ServiceX files of request %s are gone from disk; fetching again", rec.request_id)
+        cache.delete_record_by_hash(key)
+        return None
+    if not cache.is_transform_request_submitted(key):
+        return None
+    rid = cache.get_transform_request_id(key)
+    try:
+        st = client.get_transform_status(rid)
+    except ValueError:  # 404: the endpoint no longer knows it
+        cache.delete_record_by_hash(key)
+        return None
+    if st.status.value in ("Complete", "Fatal", "Canceled", "Bad Dataset") and (
+            st.files_failed or st.status.value != "Complete"):
+        cache.delete_record_by_hash(key)
+        return None
+    return rid
+
+
+def _forget(cfg: Path, key: str) -> None:
+    from servicex.configuration import Configuration
+    from servicex.query_cache import QueryCache
+
+    cache = QueryCache(Configuration.read(str(cfg)))
+    cache.delete_record_by_hash(key)
+    cache.close()
+
+
+def _find_request(client, title: str) -> str | None:
+    try:
+        return next((t.request_id for t in client.get_transforms() if t.title == title), None)
+    except Exception as err:  # noqa: BLE001 - a listing problem must not hide the delivery result
+        log.warning("could not list transforms to check for failed files: %s", err)
+        return None
+
+
+def _failures(url: str, token: str, rid: str, status, per_file: bool) -> dict[str, str]:
+    if per_file:
+        import httpx
+
+        headers = {}
+        if token:  # our endpoint with auth: trade the refresh token like the client does
+            r = httpx.post(url + "/token/refresh", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        r = httpx.get(f"{url}/servicex/transformation/{rid}/errors", headers=headers, timeout=10)
+        if r.status_code == 200:
+            errs = {e["file"]: e["error"] for e in r.json()["errors"]}
+            if errs or status.status.value == "Complete":
+                return errs
+    what = f"request {rid} ended {status.status.value}"
+    return {f"{status.files_failed} of {status.files} file(s)": f"{what}; the endpoint does not list per-file errors"}
+
+
+def _delivery_error(exc: BaseException, url: str, rid: str | None) -> Exception:
+    text = " ".join(str(exc).split())[:600]
+    if isinstance(exc, ValueError) and "Invalid transform request" in text:
+        return QueryError(f"{url} rejected the request: {text.split('Invalid transform request:', 1)[-1].strip()}")
+    if isinstance(exc, (NameError, ValueError)):
+        return QueryError(f"{url}: {text}")
+    where = f" while request {rid} was running" if rid else ""
+    return ServiceError(f"ServiceX delivery from {url} failed{where}: {type(exc).__name__}: {text}. If the "
+                        "endpoint restarted, call again: a finished request is fetched from its outputs, "
+                        "an unfinished one is submitted again")
+
+
+def open_query(dataset: Any, query: Any, columns: Sequence[str] | None = None, filter: Any = None, *,
+               endpoint: str | None = None, format: str = "parquet", codegen: str | None = None,
+               nfiles: int | None = None, catalog: Any = None, tree: str = "Events",
+               errors: str = "raise", ignore_cache: bool = False, progress: bool | None = None):
+    """Run ``query`` on ``dataset`` through ServiceX; a :class:`~casa_data.dataset.Dataset` of the outputs.
+
+    Parameters
+    ----------
+    dataset
+        A catalog name (sent as ``casa://name`` to casa's endpoint, as a file list elsewhere), a
+        DatasetSpec, paths or URLs.
+    query
+        A func_adl query (``servicex.query.FuncADL_Uproot().FromTree("Events")...``), an UprootRaw
+        dict / list of dicts (``{"treename": "Events", "filter_name": [...], "cut": "..."}``), a
+        ``PythonFunction`` or a plain function ``f(input_filename)``.
+    format
+        ``"parquet"`` (default) or ``"root"`` (a TTree named ``servicex``, or the tree names of an
+        UprootRaw query).
+    errors
+        ``"raise"``: failed files raise :class:`~casa_data.errors.PartialResultError` (``.partial``
+        is a Dataset of the good files, or None); ``"skip"``: return that Dataset, failures in
+        ``.failures``.
+    """
+    from ..dataset import Dataset
+    from ..expr import Filter
+    from ..resolver import resolve
+
+    r = deliver_query(dataset, query, endpoint=endpoint, format=format, codegen=codegen, nfiles=nfiles,
+                      catalog=catalog, tree=tree, ignore_cache=ignore_cache, progress=progress)
+    ds = None
+    if r["files"]:
+        spec = DatasetSpec.from_paths(sorted(r["files"]), name=r["name"], tree=r["tree"], format=r["format"])
+        spec.metadata.update(servicex={k: r[k] for k in ("request_id", "endpoint", "cache_hit")})
+        flt = Filter(filter) if filter is not None else None
+        ds = Dataset(spec, resolve(spec), columns=columns, filter=flt, errors=errors)  # type: ignore[arg-type]
+    failures: dict[str, BaseException] = {f: TransformError(m) for f, m in r["failures"].items()}
+    if failures and (errors == "raise" or ds is None):
+        raise PartialResultError(f"{r['name']} (ServiceX request {r['request_id']})", ds, failures)
+    if failures:
+        log.warning("%d file(s) of %s failed in ServiceX and are left out: %s", len(failures), r["name"],
+                    "; ".join(f"{k}: {v}" for k, v in failures.items())[:1000])
+        ds.failures.update(failures)
+    return ds

@@ -1,0 +1,278 @@
+"""Code generation (in the endpoint, at submit) and per-file transforms (in spawned workers).
+
+Three code generators, as on a real ServiceX:
+
+* ``uproot``: func_adl qastle -> ``func_adl_uproot.generate_python_source`` (the same code the
+  ServiceX uproot transformer runs), called as ``run_query(input_filenames=[url], tree_name=tree)``.
+* ``uproot-raw``: a JSON list of ``{treename, expressions, cut, filter_name, filter_typename,
+  aliases}``; each entry is ``tree.arrays(...)`` of that tree.
+* ``python``: base64 source of a function taking the input file name (ServiceX's
+  ``PythonFunction``); the first top-level function is called. This runs arbitrary user code, so
+  only expose an endpoint with it to users who may run code as the endpoint's account.
+
+:func:`compile_query` validates at submit (a bad query is a 400, never a failed transform);
+:func:`run_file` runs in a worker and never raises: it returns a result dict with the error text.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import hashlib
+import json
+import os
+import tempfile
+import time
+import traceback
+from pathlib import PurePosixPath
+from typing import Any
+
+__all__ = ["CODEGENS", "QueryError", "compile_query", "object_name", "run_file", "warm"]
+
+CODEGENS = {"uproot": "casa/func-adl-uproot", "uproot-raw": "casa/uproot-raw", "python": "casa/python"}
+_RAW_KEYS = {"treename", "expressions", "cut", "filter_name", "filter_typename", "aliases",
+             "fail_on_missing_trees", "use_standard_awkward_axis"}
+
+
+class QueryError(ValueError):
+    """A query that cannot be compiled; the message points at the offending part."""
+
+
+def compile_query(codegen: str, selection: str, result_format: str) -> tuple[str, str | None]:
+    """``(generated code, tree name or None)`` for a request; raises :class:`QueryError`."""
+    if codegen == "uproot":
+        return _compile_func_adl(selection)
+    if codegen == "uproot-raw":
+        return _compile_raw(selection, result_format)
+    if codegen == "python":
+        return _compile_python(selection)
+    raise QueryError(f"unknown codegen {codegen!r}; this endpoint has: {', '.join(CODEGENS)}")
+
+
+def _compile_func_adl(selection: str) -> tuple[str, str | None]:
+    import qastle
+    from func_adl_uproot import generate_python_source
+
+    try:
+        tree_ast = qastle.text_ast_to_python_ast(selection)
+    except Exception as err:  # lark raises many kinds: all mean "not qastle"
+        raise QueryError(f"the selection is not valid qastle: {_one_line(err)}") from None
+    tree = _event_dataset_tree(tree_ast)
+    try:
+        source = generate_python_source(selection)
+        compile(source, "<func_adl_uproot>", "exec")
+    except Exception as err:
+        raise QueryError(f"func_adl_uproot cannot translate the query: {_one_line(err)}") from None
+    return source, tree
+
+
+def _event_dataset_tree(tree_ast: ast.AST) -> str | None:
+    for node in ast.walk(tree_ast):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "EventDataset":
+            args = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            return args[1] if len(args) > 1 else None
+    raise QueryError("the query has no EventDataset: start it with FuncADL_Uproot().FromTree('Events')")
+
+
+def _compile_raw(selection: str, result_format: str) -> tuple[str, str | None]:
+    try:
+        queries = json.loads(selection)
+    except json.JSONDecodeError as err:
+        raise QueryError(f"the uproot-raw selection is not JSON: {err}") from None
+    if isinstance(queries, dict):
+        queries = [queries]
+    if not isinstance(queries, list) or not queries or not all(isinstance(q, dict) for q in queries):
+        raise QueryError("an uproot-raw selection is a non-empty list of {treename, ...} dicts")
+    for i, q in enumerate(queries):
+        unknown = sorted(set(q) - _RAW_KEYS)
+        if unknown:
+            raise QueryError(f"uproot-raw entry {i}: unknown key(s) {unknown}; allowed: {sorted(_RAW_KEYS)}")
+        if not isinstance(q.get("treename"), str):
+            raise QueryError(f"uproot-raw entry {i}: 'treename' (a string) is required")
+        for key in ("cut", "expressions"):
+            for expr in [q.get(key)] if isinstance(q.get(key), str) else (q.get(key) or []):
+                try:
+                    ast.parse(expr, mode="eval")
+                except SyntaxError as err:
+                    raise QueryError(f"uproot-raw entry {i}: {key} {expr!r} is not an expression: {err.msg}") from None
+    trees = [q["treename"] for q in queries]
+    if result_format == "parquet" and len(set(trees)) > 1:
+        raise QueryError(f"parquet output holds one tree but the query reads {sorted(set(trees))}; "
+                         "ask for root-ttree output or send one query per tree")
+    return json.dumps(queries), trees[0]
+
+
+def _compile_python(selection: str) -> tuple[str, str | None]:
+    try:
+        source = base64.b64decode(selection, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise QueryError("a python selection is base64-encoded source (PythonFunction does this)") from None
+    try:
+        module = ast.parse(source)
+    except SyntaxError as err:
+        raise QueryError(f"the python function does not parse: line {err.lineno}: {err.msg}") from None
+    if not any(isinstance(n, ast.FunctionDef) for n in module.body):
+        raise QueryError("the python selection defines no function to call")
+    return source, None
+
+
+def object_name(path: str, result_format: str) -> str:
+    """Output object for an input: ``<stem>-<hash8>.parquet|.root`` (unique, no ``:`` or ``/``).
+
+    ServiceX names objects after the whole input path with ``/`` -> ``:``; a short hash keeps names
+    unique without colons (uproot reads ``a:b`` as ``file:object``), and parquet names carry no
+    ``.root`` (servicex-analysis-utils opens anything containing ``.root`` as ROOT).
+    """
+    stem = PurePosixPath(path.split("?")[0]).name
+    for ext in (".root", ".parquet", ".parq"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+    digest = hashlib.sha1(path.encode()).hexdigest()[:8]
+    return f"{stem[:100]}-{digest}.{'parquet' if result_format == 'parquet' else 'root'}"
+
+
+# -- worker side ---------------------------------------------------------------------------------
+def warm() -> int:
+    """Import the heavy modules once per worker so the first request is fast."""
+    import dask
+    import dask_awkward  # noqa: F401
+    import func_adl_uproot  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import uproot  # noqa: F401
+    import vector  # noqa: F401
+
+    dask.config.set(scheduler="sync")  # one file per worker; the pool is the parallelism
+    return os.getpid()
+
+
+def run_file(job: dict[str, Any]) -> dict[str, Any]:
+    """Transform one input file and store its output; errors are returned, never raised."""
+    t0 = time.monotonic()
+    errors: list[str] = []
+    for url, via in job["candidates"]:
+        try:
+            data = _run_query(job, url, via)
+            break
+        except Exception as err:  # noqa: BLE001 - per-file error, recorded and shown to the user
+            errors.append(f"{url}: {_explain(err)}")
+    else:
+        return {"ok": False, "error": "; ".join(errors) or "no replica to read"}
+    try:
+        size, events = _store(job, data)
+    except Exception as err:  # noqa: BLE001
+        return {"ok": False, "error": f"writing the output failed: {_explain(err)}"}
+    return {"ok": True, "size": size, "events": events, "seconds": time.monotonic() - t0}
+
+
+def _run_query(job: dict[str, Any], url: str, via: str | None) -> Any:
+    warm()
+    reader = url
+    if via:
+        from ..paths import get_path
+
+        reader = get_path(via).reader_url(url)
+    if job["codegen"] == "uproot":
+        ns: dict[str, Any] = {}
+        exec(compile(job["code"], "<func_adl_uproot>", "exec"), ns)
+        return ns["run_query"](input_filenames=[reader], tree_name=job.get("tree"))
+    if job["codegen"] == "uproot-raw":
+        import uproot
+
+        out = {}
+        with uproot.open(reader) as f:
+            for q in json.loads(job["code"]):
+                tree = q["treename"]
+                if tree not in f:
+                    if q.get("fail_on_missing_trees") is False:
+                        continue
+                    raise KeyError(f"no tree {tree!r} in the file")
+                kw = {k: q[k] for k in ("expressions", "cut", "filter_name", "filter_typename", "aliases")
+                      if q.get(k) is not None}
+                out[tree] = f[tree].arrays(**kw)
+        return out
+    ns = {"__name__": "servicex_python_function"}
+    exec(compile(job["code"], "<python function>", "exec"), ns)
+    fn = next(v for k, v in ns.items() if callable(v) and getattr(v, "__module__", "") == ns["__name__"])
+    return fn(reader)
+
+
+def _as_trees(data: Any, default: str) -> dict[str, Any]:
+    import awkward as ak
+
+    if isinstance(data, dict) and data and all(isinstance(v, ak.Array) for v in data.values()):
+        return data
+    if isinstance(data, dict):
+        data = ak.Array(data)
+    if not isinstance(data, ak.Array):
+        raise TypeError(f"the query returned {type(data).__name__}, not an awkward array or dict of them")
+    return {default: data}
+
+
+def _store(job: dict[str, Any], data: Any) -> tuple[int, int]:
+    import awkward as ak
+
+    trees = _as_trees(data, "servicex")
+    events = sum(len(a) for a in trees.values())
+    out = job["output"]
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=out.get("dir") or None)
+    os.close(fd)
+    try:
+        if job["result_format"] == "parquet":
+            (arr,) = trees.values()
+            if not arr.fields:  # a bare array: name its column like ServiceX does
+                arr = ak.Array({"col1": arr})
+            ak.to_parquet(arr, tmp)
+        else:
+            _write_root(tmp, trees)
+        size = os.path.getsize(tmp)
+        if out["kind"] == "local":
+            dest = os.path.join(out["dir"], job["object"])
+            os.replace(tmp, dest)  # atomic: a listed object is always complete
+        else:
+            _s3_client(out).upload_file(tmp, out["bucket"], job["object"])
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return size, events
+
+
+def _write_root(path: str, trees: dict[str, Any]) -> None:
+    import awkward as ak
+    import uproot
+
+    with uproot.recreate(path) as f:
+        for name, arr in trees.items():
+            if not arr.fields:
+                arr = ak.Array({"col1": arr})
+            cols = {k: arr[k] for k in arr.fields}
+            t = f.mktree(name, {k: v.type for k, v in cols.items()})  # mktree: a TTree, not an RNTuple
+            if len(arr):
+                t.extend(cols)
+
+
+_clients: dict[str, Any] = {}
+
+
+def _s3_client(out: dict[str, Any]):
+    key = out["endpoint_url"]
+    if key not in _clients:
+        import boto3
+
+        _clients[key] = boto3.client("s3", endpoint_url=out["endpoint_url"], region_name="us-east-1",
+                                     aws_access_key_id=out["key"], aws_secret_access_key=out["secret"])
+    return _clients[key]
+
+
+def _explain(err: BaseException) -> str:
+    text = _one_line(err)
+    if isinstance(err, (KeyError, ValueError, TypeError, AttributeError)) and "not found" not in text:
+        frame = traceback.extract_tb(err.__traceback__)[-1:]  # the line in the user's query code
+        if frame and frame[0].filename.startswith("<"):
+            text += f" (in {frame[0].filename} line {frame[0].lineno})"
+    return text
+
+
+def _one_line(err: BaseException, limit: int = 400) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
