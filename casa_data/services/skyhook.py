@@ -30,7 +30,7 @@ class SkyhookService(Service):
     root : directory or ``s3://bucket/prefix`` to serve.
     token : the accepted bearer token; ``"random"`` (default) makes one; None turns auth off.
     tls : serve TLS with a test certificate (see :attr:`ca_file`).
-    max_scans, max_memory_mb : the server's limits.
+    max_scans, max_memory_mb, queue_timeout : the server's limits.
     s3_options : ``endpoint_url``, ``key``, ``secret`` for an ``s3://`` root.
     """
 
@@ -39,11 +39,13 @@ class SkyhookService(Service):
 
     def __init__(self, root: str | os.PathLike, workdir: str | os.PathLike | None = None, *,
                  token: str | None = "random", tls: bool = False, max_scans: int = 4,
-                 max_memory_mb: int = 4096, s3_options: dict[str, Any] | None = None):
+                 max_memory_mb: int = 4096, queue_timeout: float = 30.0,
+                 s3_options: dict[str, Any] | None = None):
         super().__init__(workdir)
         self.root = os.fspath(root)
         self._token = secrets.token_urlsafe(32) if token == "random" else token
         self.tls, self.max_scans, self.max_memory_mb = tls, max_scans, max_memory_mb
+        self.queue_timeout = queue_timeout
         self._s3 = dict(s3_options or {})
         self.port = 0
         self.ca_file: str | None = None
@@ -87,7 +89,7 @@ class SkyhookService(Service):
     def command(self) -> list[str]:
         argv = [sys.executable, "-m", "casa_data.skyhook.server", "--root", self.root,
                 "--host", LOOPBACK, "--port", str(self.port), "--max-scans", str(self.max_scans),
-                "--max-memory-mb", str(self.max_memory_mb)]
+                "--max-memory-mb", str(self.max_memory_mb), "--queue-timeout", str(self.queue_timeout)]
         if self._token:
             argv += ["--token-file", str(self.workdir / "tokens")]
         if self._pki is not None:
