@@ -1,7 +1,8 @@
 """casa configuration, merged in one place.
 
-Order (later wins): the packaged ``defaults.yaml`` < ``~/.config/casa/config.yaml`` < each file in
-``$CASA_CONFIG`` (colon-separated; the facility-in-a-box writes one) < ``CASA_*`` environment
+Order (later wins): the packaged ``defaults.yaml`` < ``~/.config/casa/config.yaml`` <
+``~/.config/casa/facility.yaml`` (written by ``casa facility up``) < each file in ``$CASA_CONFIG``
+(colon-separated) < ``CASA_*`` environment
 variables < explicit arguments to :func:`get_config`.
 """
 
@@ -53,6 +54,8 @@ class CasaConfig(BaseModel):
     catalogs: list[str] = Field(default_factory=list)
     sites: dict[str, Site] = Field(default_factory=dict)
     paths: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Read by casa_compute (e.g. the facility's Dask scheduler address and TLS files).
+    compute: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def data_path(self) -> Path:
@@ -111,8 +114,12 @@ def _env_overrides() -> dict:
 
 
 def config_files() -> list[Path]:
-    """The config files that exist, in merge order (packaged defaults first)."""
-    files = [DEFAULTS, user_config_dir() / "config.yaml"]
+    """The config files that exist, in merge order (packaged defaults first).
+
+    ``facility.yaml`` in the user config directory is written by ``casa facility up`` and
+    removed by ``casa facility down``.
+    """
+    files = [DEFAULTS, user_config_dir() / "config.yaml", user_config_dir() / "facility.yaml"]
     files += [Path(p).expanduser() for p in os.environ.get("CASA_CONFIG", "").split(":") if p]
     return [f for f in files if f.is_file()]
 

@@ -1,0 +1,124 @@
+"""The facility in a box: up / status / down against the real services, loopback only."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import awkward as ak
+import pytest
+
+import casa_data
+from casa_compute import facility
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = {pid}, [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def listeners(pids: set[int]) -> list[tuple[str, int]]:
+    """(local address, pid) of every listening TCP socket owned by ``pids``."""
+    out = []
+    for line in subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines():
+        fields = line.split()
+        for pid in map(int, re.findall(r"pid=(\d+)", line)):
+            if pid in pids:
+                out.append((fields[3], pid))
+    return out
+
+
+@pytest.fixture(scope="module")
+def running():
+    # Not under pytest's 0700 tmp dir: the xrootd user must reach the servers' files.
+    state_dir = Path(tempfile.mkdtemp(prefix="casa-facility-test-"))
+    os.environ["CASA_FACILITY_DIR"] = str(state_dir)
+    try:
+        state = facility.up(state_dir)
+        casa_data.reset_config()
+        yield state
+    finally:
+        facility.down(state_dir)
+        os.environ.pop("CASA_FACILITY_DIR", None)
+        casa_data.reset_config()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_status_reports_every_service_healthy(running):
+    st = facility.status()
+    assert st["up"], st
+    assert {"xcache", "xrootd-origin", "s3", "dask"} <= set(st["services"])
+
+
+def test_up_twice_is_safe(running):
+    again = facility.up()
+    assert again["pid"] == running["pid"]
+
+
+def test_every_listener_is_loopback_only(running):
+    socks = listeners(descendants(running["pid"]))
+    assert len(socks) >= 5, socks  # origin, xcache, s3 (+ its internals), scheduler, workers
+    bad = [(a, p) for a, p in socks if not re.match(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]):\d+$", a)]
+    assert not bad, f"listeners on other interfaces: {bad}"
+
+
+def test_secrets_are_private_files(running):
+    cfg = running["config_file"]
+    assert os.stat(cfg).st_mode & 0o077 == 0
+    assert os.stat(running["token_file"]).st_mode & 0o077 == 0
+    tls = [os.path.join(running["state_dir"], "tls", f) for f in os.listdir(os.path.join(running["state_dir"], "tls"))]
+    assert tls and all(os.stat(f).st_mode & 0o077 == 0 for f in tls)
+
+
+@pytest.mark.parametrize("via", ["xcache", "s3", None])
+def test_demo_dataset_reads_through_the_facility(running, via):
+    ds = casa_data.open("demo/zmumu", via=via)
+    if via is None:
+        assert ds.resolved[0].candidates[0].via == "xcache"  # the facility's first choice
+    got = ds.to_awkward(["Muon_pt"], filter="nMuon == 2")
+    ref = casa_data.open("demo/zmumu", via="local").to_awkward(["Muon_pt"], filter="nMuon == 2")
+    assert len(got) == len(ref) > 100_000
+    assert ak.all(ak.flatten(got.Muon_pt) == ak.flatten(ref.Muon_pt))
+
+
+def test_dask_over_tls_and_plain_tcp_is_refused(running):
+    from distributed import Client
+    from distributed.security import Security
+
+    comp = casa_data.get_config().compute
+    sec = Security(tls_ca_file=comp["tls"]["ca"], tls_client_cert=comp["tls"]["cert"],
+                   tls_client_key=comp["tls"]["key"], require_encryption=True)
+    with Client(comp["scheduler"], security=sec, timeout=20) as client:
+        assert client.submit(lambda x: x + 1, 41).result(timeout=30) == 42
+    with pytest.raises(Exception):
+        Client(comp["scheduler"].replace("tls://", "tcp://"), timeout=3)
+
+
+def test_down_leaves_nothing_behind(running):
+    pids = descendants(running["pid"])
+    ports = [p for svc in running["services"].values() for p in svc["ports"]]
+    assert facility.down()
+    assert not [p for p in pids if facility._alive(p)]
+    from casa_data.services.base import port_open
+
+    assert not [p for p in ports if port_open(p)]
+    assert not os.path.exists(running["config_file"])
+    assert facility.status()["up"] is False
+    assert facility.down() is False  # a second down is harmless
