@@ -1,7 +1,7 @@
 """Bearer tokens for data access, found the way every WLCG client finds them.
 
 Discovery order (WLCG Bearer Token Discovery): ``$BEARER_TOKEN``, the file ``$BEARER_TOKEN_FILE``,
-``$XDG_RUNTIME_DIR/bt_u<uid>``, ``/tmp/bt_u<uid>``. The XRootD client does the same lookup itself,
+``$XDG_RUNTIME_DIR/bt_u<uid>``, ``/tmp/bt_u<uid>`` (``$TMPDIR`` if set, like casa_compute). The XRootD client does the same lookup itself,
 so the token casa reports is the one the client sends.
 
 A :class:`BearerToken` never shows its value: not in ``repr``, ``str``, logs or errors. Its claims
@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import stat
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -144,13 +145,19 @@ def token_sources(environ: Mapping[str, str] | None = None, uid: int | None = No
     if env.get("XDG_RUNTIME_DIR"):
         p = Path(env["XDG_RUNTIME_DIR"]) / f"bt_u{uid}"
         out.append((f"$XDG_RUNTIME_DIR/bt_u{uid} ({p})", p))
-    out.append((f"/tmp/bt_u{uid}", Path(f"/tmp/bt_u{uid}")))
+    tmp = Path(tempfile.gettempdir()) / f"bt_u{uid}"  # /tmp unless $TMPDIR says otherwise
+    out.append((str(tmp), tmp))
     return out
 
 
+_warned: set[tuple[str, int]] = set()
+
+
 def _check_permissions(path: Path, label: str) -> None:
+    """Warn (once per file and mode) when others can read a token file."""
     mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) and (str(path), mode) not in _warned:
+        _warned.add((str(path), mode))
         msg = (f"token file {label} has mode {stat.S_IMODE(mode):04o}: other users can read it, and the "
                f"XRootD client refuses such files; run: chmod 600 {path}")
         warnings.warn(msg, TokenPermissionWarning, stacklevel=3)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 import casa_data
-from casa_data.errors import CasaError, FileReadError, ReplicaError, TokenError
+from casa_data.errors import CasaError, FileReadError, ReplicaError, ServiceError, TokenError
 from casa_data.paths import get_path
 from casa_data.services.pki import TestIssuer, write_token_file
 from casa_data.services.xrootd import XRootDStack
@@ -131,6 +131,14 @@ def test_cache_fills_and_status(stack):
     assert "cached" in str(f) and "100%" in str(f)
 
 
+@pytest.fixture(autouse=True)
+def _private_tmp(monkeypatch, tmp_path_factory):
+    """Keep /tmp/bt_u<uid> of the machine (the facility writes one) out of token discovery."""
+    import tempfile as _tempfile
+
+    monkeypatch.setattr(_tempfile, "tempdir", str(tmp_path_factory.mktemp("tmpdir")))
+
+
 def test_token_discovery_order_and_permissions(tmp_path, monkeypatch):
     issuer = TestIssuer()
     env_tok, file_tok, xdg_tok, tmp_tok = (issuer.mint(sub=s) for s in ("env", "file", "xdg", "tmp"))
@@ -139,7 +147,7 @@ def test_token_discovery_order_and_permissions(tmp_path, monkeypatch):
     uid = 4242  # a uid nobody uses, so /tmp/bt_u4242 is ours
     write_token_file(tmp_path / "tf", file_tok)
     write_token_file(xdg / f"bt_u{uid}", xdg_tok)
-    tmp_file = write_token_file(f"/tmp/bt_u{uid}", tmp_tok)
+    tmp_file = write_token_file(Path(tempfile.gettempdir()) / f"bt_u{uid}", tmp_tok)
     try:
         env = {"BEARER_TOKEN": env_tok, "BEARER_TOKEN_FILE": str(tmp_path / "tf"), "XDG_RUNTIME_DIR": str(xdg)}
         assert find_token(env, uid).claims["sub"] == "env"
@@ -149,9 +157,9 @@ def test_token_discovery_order_and_permissions(tmp_path, monkeypatch):
         assert find_token(env, uid).claims["sub"] == "xdg"
         env.pop("XDG_RUNTIME_DIR")
         tok = find_token(env, uid)
-        assert tok.claims["sub"] == "tmp" and tok.source == f"/tmp/bt_u{uid}"
+        assert tok.claims["sub"] == "tmp" and tok.source == str(tmp_file)
         os.chmod(tmp_file, 0o644)
-        with pytest.warns(TokenPermissionWarning, match=f"chmod 600 /tmp/bt_u{uid}"):
+        with pytest.warns(TokenPermissionWarning, match=f"chmod 600 {tmp_file}"):
             find_token(env, uid)
         assert find_token({}, 4243) is None
     finally:
@@ -212,6 +220,22 @@ def test_token_missing_expired_wrong_scope_wrong_issuer(stack, monkeypatch, tmp_
     assert time.monotonic() - t0 < 20
     for s in secrets:
         assert s not in caplog.text and s.split(".")[2] not in caplog.text
+
+
+def test_token_from_runtime_dir_and_open_permissions(stack, monkeypatch, tmp_path):
+    # $XDG_RUNTIME_DIR/bt_u<uid>: casa and the XRootD client find the same token.
+    monkeypatch.delenv("BEARER_TOKEN_FILE")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    write_token_file(tmp_path / f"bt_u{os.getuid()}", stack.issuer.mint("storage.read:/cms/dy", sub="xdg-user"))
+    assert find_token().claims["sub"] == "xdg-user"
+    assert len(casa_data.open("test/dy", via="xcache").to_awkward(["nMuon"])) == 40
+    # A group/world-readable token file: warned about, and the client's refusal is explained.
+    loose = write_token_file(tmp_path / "loose", stack.issuer.mint(sub="loose-user"))
+    os.chmod(loose, 0o644)
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(loose))
+    with pytest.warns(TokenPermissionWarning, match="chmod 600"):
+        err = _read_error()
+    assert isinstance(err, TokenError) and f"chmod 600 {loose}" in str(err), err
 
 
 def test_missing_file_names_the_lfn(stack):
@@ -275,11 +299,20 @@ def test_xcache_down_falls_back_to_origin_logged_once(stack, caplog):
 
 
 def test_stop_leaves_nothing_running(shared_data, tmp_path):
-    data = tmp_path / "d"
+    if os.geteuid() == 0:  # pytest's tmp_path sits under a 0700 dir the xrootd user cannot enter
+        (tmp_path / "d").mkdir()
+        bad = XRootDStack(tmp_path / "d")
+        with pytest.raises(ServiceError, match="cannot reach the data directory"):
+            bad.start()
+        bad.cleanup()
+    base = Path(tempfile.mkdtemp(prefix="casa-xcache-stop-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    data = base / "d"
     data.mkdir()
     shutil.copy(shared_data / "coffea/nano_dy.root", data / "f.root")
-    os.chmod(tmp_path, 0o755)
-    with XRootDStack(data, auth=False) as st:
+    os.chmod(data / "f.root", 0o644)
+    with XRootDStack(data, workdir=base / "w", auth=False) as st:
+        assert len(get_path("xrootd").cat(f"{st.xcache_url}//store/f.root")) == (data / "f.root").stat().st_size
         pids = [st.origin.proc.pid, st.xcache.proc.pid]
         ports = [st.origin.port, st.xcache.port]
         assert "nano_dy" not in repr(st) and re.search(r"root://127\.0\.0\.1:\d+", st.xcache_url)
@@ -288,3 +321,4 @@ def test_stop_leaves_nothing_running(shared_data, tmp_path):
     from casa_data.services.base import port_open
 
     assert not any(port_open(p) for p in ports)
+    shutil.rmtree(base, ignore_errors=True)

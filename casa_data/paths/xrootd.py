@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 
 from ..errors import FileReadError, ServiceError, TokenError
-from ..tokens import WHAT_TO_DO, BearerToken, find_token, token_sources
+from ..tokens import WHAT_TO_DO, BearerToken, find_token, require_token, token_sources
 from .base import DeliveryPath
 
 __all__ = ["XRootDPath", "XCachePath", "configure_client", "explain_xrootd_error"]
@@ -153,17 +153,17 @@ class XRootDPath(DeliveryPath):
         configure_client(options)
 
     def token(self) -> BearerToken | None:
-        tok = find_token()
-        if tok is None and self.token_mode == "required":
-            raise TokenError("; ".join([
-                f"the {self.name} path requires a bearer token and none was found (looked at "
-                + ", ".join(label for label, _ in token_sources()) + ")",
-                WHAT_TO_DO.format(uid=os.getuid())]))
-        return tok
+        """The token this path sends (TokenError if required and missing or expired)."""
+        if self.token_mode == "required":
+            return require_token(f"the {self.name} path")
+        return find_token()
 
     def reader_url(self, url: str) -> str:
         """``url`` with the token fingerprint as user, so a new token gets a new connection."""
-        tok = find_token(check_permissions=False) if self.token_mode != "off" else None
+        if self.token_mode == "required":  # fail here, naming the sources, not at the server
+            tok: BearerToken | None = require_token(f"reading {_lfn_of(url)} via {self.name} {_endpoint(url)}")
+        else:
+            tok = find_token() if self.token_mode != "off" else None
         parts = urlsplit(url)
         if tok is None or "@" in parts.netloc:
             return url

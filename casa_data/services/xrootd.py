@@ -111,6 +111,29 @@ def _give_to_server(*paths: Path) -> None:
                 pass
 
 
+def _check_reachable(path: Path, what: str) -> None:
+    """Fail clearly when the run-as user cannot reach ``path`` (a 0700 parent such as pytest's)."""
+    if os.geteuid() != 0:
+        return
+    for parent in [*reversed(path.resolve().parents), path.resolve()]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            raise ServiceError(
+                f"xrootd runs as user {RUN_AS!r} and cannot reach the {what} {path}: {parent} has mode "
+                f"{mode & 0o7777:04o}; use a directory under a world-traversable one (e.g. /tmp), "
+                f"or chmod o+x {parent}")
+
+
+def _workdir_base() -> str:
+    """Where to create work directories: $TMPDIR if the run-as user can traverse it, else /tmp."""
+    base = tempfile.gettempdir()
+    try:
+        _check_reachable(Path(base), "temporary directory")
+        return base
+    except ServiceError:
+        return "/tmp"
+
+
 class _XRootDServer(Service):
     """Common parts: config file, ``-R xrootd`` when root, loopback shim, TCP readiness."""
 
@@ -145,6 +168,7 @@ class _XRootDServer(Service):
         (self.workdir / "run").mkdir(exist_ok=True)
         self.config_path.write_text(self.config())
         os.chmod(self.workdir, 0o755)
+        _check_reachable(self.workdir, "work directory")
         _give_to_server(self.workdir)  # run dir, cache, keys; also xrootd's home dir <workdir>/<name>
 
     def command(self) -> list[str]:
@@ -182,6 +206,7 @@ class XRootDOrigin(_XRootDServer):
     def prepare(self) -> None:
         if not self.data_dir.is_dir():
             raise ServiceError(f"origin data directory {self.data_dir} does not exist")
+        _check_reachable(self.data_dir, "data directory")
         # The export lives under localroot; a symlink serves data_dir without copying it.
         link = self.workdir / "localroot" / self.export.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -267,7 +292,7 @@ class XRootDStack:
     def __init__(self, data_dir: str | os.PathLike, workdir: str | os.PathLike | None = None,
                  auth: bool = True, audience: str = "casa-xcache", **tuning: Any):
         self._own = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="casa-xrootd-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="casa-xrootd-", dir=_workdir_base()))
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)  # mkdtemp's 0700 would lock the xrootd user out
         self.issuer = TestIssuer(audience=audience)
