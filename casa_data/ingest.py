@@ -52,6 +52,7 @@ class FileResult:
     nevents: int | None = None
     status: str = "uploaded"  # uploaded | resumed | skipped
     parts_reused: int = 0
+    lfn_is_replica: bool = False  # the LFN itself was a readable path/URL (keep it as a replica)
 
 
 @dataclass
@@ -305,6 +306,7 @@ def ingest(dataset: str, dest: str, *, to: str | None = None, name: str | None =
             if verify and fr.status != "skipped":
                 verify_object(s3, url, fr.sha256, fr.size)
             fr.lfn, fr.nevents = f.lfn, nevents
+            fr.lfn_is_replica = any(c.url == f.lfn for c in f.candidates)
             result.files.append(fr)
             if convert or cand.via != "local":
                 local.unlink(missing_ok=True)
@@ -382,6 +384,8 @@ def record(cat, spec: DatasetSpec, result: IngestResult, catalog_out: str | Path
             e["nevents"] = fr.nevents
         if result.format == spec.format and "size" not in e:
             e["size"] = fr.size
+        if "replicas" not in e and fr.lfn_is_replica and result.format == spec.format:
+            e["replicas"] = [e["lfn"]]  # listing replicas stops the LFN being read as a path: keep it
         reps = e.setdefault("replicas", [])
         if fr.url not in [r if isinstance(r, str) else r.get("url") for r in reps]:
             reps.append(fr.url)

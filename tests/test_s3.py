@@ -214,3 +214,41 @@ def test_interrupted_ingest_leaves_nothing_visible_and_resumes(s3, env):
     assert not s3.client().list_multipart_uploads(Bucket="casa-test", Prefix="big/").get("Uploads")
     remote = casa_data.open("test/big", via="s3", catalog=cat)
     assert remote.nevents == 4 * 100_000
+
+
+def test_credentials_from_a_profile_and_endpoint_per_site_and_bucket(s3, env, monkeypatch, tmp_path):
+    import pickle
+
+    creds = tmp_path / "aws-credentials"
+    creds.write_text(f"[facility]\naws_access_key_id = {s3.access_key}\naws_secret_access_key = {s3.secret_key}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    s3.client().put_object(Bucket="casa-test", Key="profile/agc.root", Body=_need(AGC).read_bytes())
+    url = "s3://casa-test/profile/agc.root"
+    # the base endpoint is wrong; the current site's override (site "local") is right
+    path = get_path("s3", endpoint_url="http://127.0.0.1:9", profile="facility",
+                    sites={"local": {"endpoint_url": s3.endpoint_url}})
+    path.check(url)
+    assert path.filesystem(url).cat_file(url, start=0, end=4) == b"root"
+    fs, key = path.arrow_filesystem(url)
+    assert fs.get_file_info(key).size == AGC.stat().st_size
+    # a per-bucket endpoint wins over the site's
+    other = get_path("s3", profile="facility", sites={"local": {"endpoint_url": "http://127.0.0.1:9"}},
+                     buckets={"casa-test": {"endpoint_url": s3.endpoint_url}})
+    other.check(url)
+    # paths travel to workers: pickling drops the live filesystems, the copy still reads
+    clone = pickle.loads(pickle.dumps(path))
+    assert clone.filesystem(url).size(url) == AGC.stat().st_size
+    assert s3.secret_key not in repr(path) and s3.secret_key.encode() not in pickle.dumps(path)
+
+
+def test_ingest_keeps_plain_path_entries_readable_locally(s3, env):
+    cat = env / "plain.yaml"
+    cat.write_text(yaml.safe_dump({"datasets": [{"name": "test/plain", "files": [str(_need(DIMUON))]}]}))
+    res = ingest("test/plain", "s3://casa-test/plain", catalog=cat, verify=False)
+    assert res.files[0].url == "s3://casa-test/plain/nano_dimuon.root"
+    local = casa_data.open("test/plain", via="local", catalog=cat)
+    remote = casa_data.open("test/plain", via="s3", catalog=cat)
+    assert local.files == [str(DIMUON)] and remote.files == [res.files[0].url]
+    assert local.nevents == remote.nevents == 40

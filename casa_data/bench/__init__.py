@@ -29,6 +29,10 @@ def local_files(dataset: Sequence[str], catalog: Any = None) -> list[str]:
     if len(dataset) == 1 and not os.path.exists(dataset[0]) and "/" in dataset[0] and "://" not in dataset[0]:
         from ..dataset import open as open_dataset
 
+        if dataset[0].startswith("demo/"):  # the built-in demo data: generate it if needed
+            from ..demo import generate
+
+            generate()
         ds = open_dataset(dataset[0], via="local", catalog=catalog)
         return [c.path.reader_url(c.url) for c in (f.candidates[0] for f in ds.resolved)]
     return [os.fspath(p) for p in dataset]

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from .methods import BenchContext, BenchFile, BenchMethod
 
-__all__ = ["LocalMethod", "S3fsMethod", "ArrowS3Method", "CountingFile"]
+__all__ = ["LocalMethod", "S3fsMethod", "S3fsDefaultMethod", "ArrowS3Method", "CountingFile"]
 
 CHUNK = 8 << 20
 
@@ -145,7 +145,7 @@ class S3fsMethod(_S3Method):
         url = self.urls[f.local]
         fs = self.path.filesystem(url)
         n = 0
-        with fs.open(url, "rb", block_size=CHUNK, cache_type="none") as fh:
+        with fs.open(url, "rb") as fh:  # the filesystem's own cache settings (casa: none)
             while block := fh.read(CHUNK):
                 n += len(block)
         return n
@@ -160,6 +160,24 @@ class S3fsMethod(_S3Method):
     def read_range(self, f: BenchFile, start: int, length: int) -> int:
         url = self.urls[f.local]
         return len(self.path.filesystem(url).cat_file(url, start=start, end=start + length))
+
+
+class S3fsDefaultMethod(S3fsMethod):
+    """s3fs as it comes (50 MiB read-ahead blocks): the baseline casa's settings are measured against."""
+
+    name = "s3fs-default"
+    description = "S3 via s3fs with its defaults (readahead cache, 50 MiB blocks)"
+
+    def setup(self, ctx: BenchContext) -> None:
+        ctx = BenchContext(ctx.files, ctx.columns, ctx.s3_base,
+                           {**ctx.s3_options, "cache_type": "readahead", "block_size": 50 << 20}, ctx.workdir)
+        super().setup(ctx)
+
+    def read_range(self, f: BenchFile, start: int, length: int) -> int:
+        url = self.urls[f.local]  # through a file object, as a reader would (cat_file bypasses the cache)
+        with self.path.filesystem(url).open(url, "rb") as fh:
+            fh.seek(start)
+            return len(fh.read(length))
 
 
 def _fsspec_arrow(path, url: str):

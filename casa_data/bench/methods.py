@@ -102,6 +102,7 @@ class BenchMethod(ABC):
 _BUILTIN = {
     "local": "casa_data.bench.builtin:LocalMethod",
     "s3fs": "casa_data.bench.builtin:S3fsMethod",
+    "s3fs-default": "casa_data.bench.builtin:S3fsDefaultMethod",
     "s3-arrow": "casa_data.bench.builtin:ArrowS3Method",
 }
 _EXTRA: dict[str, str | type[BenchMethod]] = {}

