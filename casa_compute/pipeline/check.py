@@ -1,0 +1,401 @@
+"""Static checks of a pipeline against one dataset's columns: names, fields, types, column list.
+
+A type is ``(kind, depth, src)``: ``kind`` "value" or "record"; ``depth`` 0 per event, 1 per
+object, 2 per member of a combination, -1 for a constant; ``src`` the NanoAOD collection a record
+comes from (``"p4"`` for a four-momentum sum, ``"combo:Jet"`` for combinations of jets). Every
+error is located in the spec. The same pass collects the exact branches the pipeline reads and the
+per-dataset resolution of aliases, and :func:`pushdown_filter` turns the event cuts it can express
+into casa's flat filter language (a looser but exact pre-filter).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any
+
+from casa_data.errors import close_matches
+
+from .expr import Expr, PipelineError
+from .spec import Pipeline
+
+__all__ = ["T", "Schema", "Checker", "pushdown_filter", "P4_FIELDS"]
+
+P4 = ("pt", "eta", "phi", "mass")
+P4_FIELDS = P4 + ("energy", "px", "py", "pz", "p")
+_MATH = {"abs", "sqrt", "exp", "log", "sin", "cos", "tan", "sinh", "cosh", "tanh"}
+_REDUCE = {"count", "sum", "any", "all", "min", "max"}
+
+
+@dataclass(frozen=True)
+class T:
+    kind: str          # "value" | "record"
+    depth: int         # -1 constant, 0 per event, 1 per object, 2 per combination member
+    src: str = ""      # record: collection name, "p4" or "combo:<collection>"
+
+    def __str__(self) -> str:
+        per = {-1: "a constant", 0: "one per event", 1: "one per object", 2: "one per combination member"}
+        what = f"{self.src} objects" if self.kind == "record" else "values"
+        return f"{what} ({per.get(self.depth, f'depth {self.depth}')})"
+
+
+VALUE0 = T("value", 0)
+
+
+@dataclass
+class Schema:
+    """NanoAOD layout from flat column names: ``nX`` + ``X_*`` are collections, ``X_*`` alone records."""
+
+    collections: dict[str, set[str]] = field(default_factory=dict)
+    singletons: dict[str, set[str]] = field(default_factory=dict)
+    flat: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_columns(cls, columns) -> "Schema":
+        cols = set(columns)
+        s = cls()
+        for c in cols:
+            prefix, sep, rest = c.partition("_")
+            if sep and rest:
+                (s.collections if f"n{prefix}" in cols else s.singletons).setdefault(prefix, set()).add(rest)
+            else:
+                s.flat.add(c)
+        return s
+
+
+class Checker:
+    """Types every expression of ``pipe`` against ``schema``; collects columns and alias choices."""
+
+    def __init__(self, pipe: Pipeline, schema: Schema, label: str = "", dataset: str = ""):
+        self.pipe, self.schema, self.dataset, self.dataset_label = pipe, schema, dataset, label
+        self.spec = pipe.spec
+        self.columns: set[str] = set()
+        # (expr key, line, col) -> field read (aliases resolved, context fields); + "d" -> list depth
+        self.notes: dict[tuple, Any] = {}
+        self.env: dict[str, T] = {}
+        self.chains: dict[str, tuple[str, list[Expr]]] = {}  # object -> (collection, cuts in order)
+        self.types: dict[str, T] = {}             # expr key -> type
+
+    # -- the whole pipeline -----------------------------------------------------------------------
+    def run(self) -> "Checker":
+        p, spec = self.pipe, self.spec
+        for name, base, cut in p.objects():
+            d = spec.selection.objects[name]
+            where = ("selection", "objects", name) if isinstance(d, str) else ("selection", "objects", name, "from")
+            bt = self.env.get(base) or (T("record", 1, base) if base in self.schema.collections else None)
+            if bt is None or bt.kind != "record" or bt.depth != 1:
+                known = list(self.env) + list(self.schema.collections)
+                hint = close_matches(base, known)
+                raise p.error(where, f"{base!r} is not a collection of this input ({self.dataset})"
+                              + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""))
+            self.columns.add(f"n{bt.src}")
+            if cut is not None:
+                self.expect(cut, self.check(cut, cut.tree, bt), bt.depth, "an object cut",
+                            f"one true/false per {base} object, e.g. pt > 20")
+            chain = self.chains.get(base, (bt.src, []))
+            self.chains[name] = (chain[0], chain[1] + ([cut] if cut is not None else []))
+            self.env[name] = bt
+        for name in spec.selection.events:
+            e = p.exprs[("selection", "events", name)]
+            self.expect(e, self.check(e, e.tree), 0, "an event cut",
+                        "one true/false per event, e.g. count(Muon) >= 2")
+        for label, d in spec.datasets.items():
+            if d.weight is not None and label == self.dataset_label:
+                e = p.exprs[("datasets", label, "weight")]
+                self.expect(e, self.check(e, e.tree), 0, "a weight", "one number per event, e.g. genWeight")
+        for name in spec.variables:
+            e = p.exprs[("variables", name)]
+            t = self.check(e, e.tree)
+            if t.depth < 0:
+                raise e.fail(None, "a variable must depend on the events (use parameters for constants)")
+            self.env[name] = self.types[e.key] = t
+        for name in spec.regions:
+            e = p.exprs[("regions", name)]
+            self.expect(e, self.check(e, e.tree), 0, "a region", "one true/false per event")
+        for hname, h in spec.histograms.items():
+            if h.weight is not None:
+                e = p.exprs[("histograms", hname, "weight")]
+                self.expect(e, self.check(e, e.tree), 0, "a weight", "one number per event")
+            for i, ax in enumerate(h.axes):
+                e = p.exprs[("histograms", hname, "axes", i, "expr" if ax.expr is not None else "name")]
+                t = self.check(e, e.tree)
+                if t.kind != "value" or t.depth not in (0, 1):
+                    raise e.fail(None, f"an axis is filled with numbers, one per event or per object; "
+                                       f"this gives {t}")
+        return self
+
+    def expect(self, e: Expr, t: T, depth: int, what: str, hint: str) -> None:
+        if t.kind != "value" or t.depth != depth:
+            extra = ""
+            if t.kind == "value" and t.depth > depth:
+                extra = "; reduce it with any(...), all(...), count(...), or pick one with [0]"
+            if t.depth < 0:
+                extra = "; it does not depend on the events"
+            raise e.fail(None, f"{what} must give {hint}, but this gives {t}{extra}")
+
+    # -- one node ---------------------------------------------------------------------------------
+    def check(self, e: Expr, node: ast.AST, ctx: T | None = None) -> T:
+        """The type of ``node``; ``ctx`` is the record type whose fields bare names refer to."""
+        if isinstance(node, ast.Constant):
+            return T("value", -1)
+        if isinstance(node, ast.Name):
+            return self.name(e, node, ctx)
+        if isinstance(node, ast.Attribute):
+            return self.attr(e, node, self.check(e, node.value, ctx), node.attr)
+        if isinstance(node, (ast.BoolOp, ast.Compare)):
+            parts = node.values if isinstance(node, ast.BoolOp) else [node.left, *node.comparators]
+            return T("value", max(self.value(e, p, ctx).depth for p in parts))
+        if isinstance(node, ast.UnaryOp):
+            return self.value(e, node.operand, ctx)
+        if isinstance(node, ast.BinOp):
+            a, b = self.check(e, node.left, ctx), self.check(e, node.right, ctx)
+            if a.kind == b.kind == "record" and isinstance(node.op, ast.Add):
+                self.p4(e, node.left, a)
+                self.p4(e, node.right, b)
+                return T("record", max(a.depth, b.depth), "p4")
+            for side, t in ((node.left, a), (node.right, b)):
+                if t.kind == "record":
+                    raise e.fail(side, f"arithmetic needs numbers, but this is {t}; pick a field "
+                                       "(e.g. .pt) or add two objects with + for their four-momentum sum")
+            return T("value", max(a.depth, b.depth))
+        if isinstance(node, ast.Subscript):
+            return self.subscript(e, node, ctx)
+        if isinstance(node, ast.Call):
+            return self.call(e, node, ctx)
+        raise e.fail(node, f"{type(node).__name__} is not allowed")  # the grammar rejected it already
+
+    def value(self, e: Expr, node: ast.AST, ctx: T | None) -> T:
+        t = self.check(e, node, ctx)
+        if t.kind == "record":
+            raise e.fail(node, f"expected numbers or true/false, but this is {t}; pick a field, e.g. .pt")
+        return t
+
+    def name(self, e: Expr, node: ast.Name, ctx: T | None) -> T:
+        n = node.id
+        if n in ("True", "False"):
+            return T("value", -1)
+        if ctx is not None and ctx.kind == "record":
+            if n in self.fields(ctx) or self.alias(ctx, n) is not None:
+                self.notes[_key(e, node)] = n  # a field of the context
+                return self.attr(e, node, ctx, n)
+        if n in self.env:
+            return self.env[n]
+        if n in self.spec.parameters:
+            return T("value", -1)
+        if n in self.schema.collections:
+            self.columns.add(f"n{n}")
+            return T("record", 1, n)
+        if n in self.schema.singletons:
+            return T("record", 0, n)
+        if n in self.schema.flat:
+            self.columns.add(n)
+            return VALUE0
+        if n in self.spec.variables:
+            raise e.fail(node, f"variable {n!r} is computed after the event selection (or after this "
+                               "variable): use it in a later variable, a region or a histogram")
+        known = list(self.env) + list(self.spec.parameters) + list(self.schema.collections) + \
+            list(self.schema.singletons) + sorted(self.schema.flat)
+        if ctx is not None and ctx.kind == "record":
+            known = sorted(self.fields(ctx)) + known
+        hint = close_matches(n, known)
+        where = f" nor a field of {ctx.src}" if ctx is not None and ctx.kind == "record" else ""
+        raise e.fail(node, f"unknown name {n!r}: not a collection, column, object, variable or "
+                           f"parameter of {self.dataset or 'the input'}{where}"
+                           + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""))
+
+    # -- records ----------------------------------------------------------------------------------
+    def base(self, t: T) -> str:
+        return t.src[6:] if t.src.startswith("combo:") else t.src
+
+    def fields(self, t: T) -> set[str]:
+        if t.src == "p4":
+            return set(P4_FIELDS)
+        if t.src.startswith("combo:"):
+            return set(P4_FIELDS) | {"members"}
+        own = self.schema.collections.get(t.src) or self.schema.singletons.get(t.src) or set()
+        return own | (set(P4_FIELDS) if set(P4) <= own else set())
+
+    def alias(self, t: T, name: str) -> str | None:
+        cands = self.spec.aliases.get(f"{t.src}.{name}")
+        if cands is None or t.src == "p4" or t.src.startswith("combo:"):
+            return None
+        own = self.schema.collections.get(t.src) or self.schema.singletons.get(t.src) or set()
+        return next((c for c in cands if c in own), "")
+
+    def attr(self, e: Expr, node: ast.AST, t: T, name: str) -> T:
+        if t.kind != "record":
+            raise e.fail(node, f"{name!r}: only objects have fields, this is {t}")
+        actual = self.alias(t, name)
+        if actual == "":
+            raise e.fail(node, f"alias {t.src}.{name} = {self.spec.aliases[f'{t.src}.{name}']}: none of "
+                               f"these fields is in {self.dataset or 'the input'}; add the one it has")
+        if actual:
+            self.notes[_key(e, node)] = actual
+            name = actual
+        if name not in self.fields(t):
+            hint = close_matches(name, sorted(self.fields(t)))
+            raise e.fail(node, f"{t.src} has no field {name!r} in {self.dataset or 'the input'}"
+                               + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""))
+        if t.src.startswith("combo:") and name == "members":
+            return T("record", t.depth + 1, self.base(t))
+        if t.src not in ("p4",) and not t.src.startswith("combo:"):
+            if name in P4_FIELDS[4:]:
+                self.p4(e, node, t)
+            else:
+                self.columns.add(f"{t.src}_{name}")
+        return T("value", t.depth)
+
+    def p4(self, e: Expr, node: ast.AST, t: T) -> None:
+        """``t`` is used as a four-momentum: it needs pt, eta, phi, mass."""
+        if t.src == "p4":
+            return
+        src = self.base(t)
+        own = self.schema.collections.get(src) or self.schema.singletons.get(src) or set()
+        if not set(P4) <= own:
+            raise e.fail(node, f"{src} objects have no four-momentum (pt, eta, phi, mass) in "
+                               f"{self.dataset or 'the input'}")
+        self.columns.update(f"{src}_{f}" for f in P4)
+
+    def subscript(self, e: Expr, node: ast.Subscript, ctx: T | None) -> T:
+        t = self.check(e, node.value, ctx)
+        if t.depth < 1:
+            raise e.fail(node, f"[...] picks from a list per event, but this is {t}")
+        self.notes[(*_key(e, node), "d")] = t.depth
+        s = node.slice
+        if isinstance(s, ast.Slice):
+            return t
+        if isinstance(s, ast.Constant) and type(s.value) is int:
+            if s.value < 0:
+                raise e.fail(s, "indices count from 0 (the leading object); negative ones are not allowed")
+            return T(t.kind, t.depth - 1, t.src)
+        inner = t if t.kind == "record" else None
+        c = self.value(e, s, inner)
+        if c.depth != t.depth:
+            raise e.fail(s, f"the cut inside [...] must give one true/false per element ({T('value', t.depth)}), "
+                            f"but gives {c}")
+        return t
+
+    def call(self, e: Expr, node: ast.Call, ctx: T | None) -> T:
+        f = node.func.id  # type: ignore[attr-defined]
+        args = node.args
+        if f in _MATH:
+            return T("value", self.value(e, args[0], ctx).depth)
+        if f == "where":
+            return T("value", max(self.value(e, a, ctx).depth for a in args))
+        if f in _REDUCE:
+            t = self.check(e, args[0], ctx)
+            if t.depth < 1:
+                raise e.fail(node, f"{f}() reduces a list per event (e.g. {f}(Jet.pt > 30)), "
+                                   f"but its argument is {t}")
+            if t.kind == "record" and f != "count":
+                raise e.fail(args[0], f"{f}() needs numbers, e.g. {f}(Jet.pt); this is {t}")
+            self.notes[(*_key(e, node), "d")] = t.depth
+            return T("value", t.depth - 1)
+        if f == "combinations":
+            t = self.check(e, args[0], ctx)
+            if t.kind != "record" or t.depth != 1 or t.src in ("p4",) or t.src.startswith("combo:"):
+                raise e.fail(args[0], f"combinations() needs a collection (e.g. Jet), got {t}")
+            self.p4(e, args[0], t)
+            return T("record", 1, f"combo:{t.src}")
+        if f == "best":
+            t = self.check(e, args[0], ctx)
+            if t.kind != "record" or t.depth < 1:
+                raise e.fail(args[0], f"best() picks from a collection, got {t}")
+            k = self.value(e, args[1], t)
+            if k.depth != t.depth:
+                raise e.fail(args[1], f"best()'s key must give one number per object, got {k}")
+            self.notes[(*_key(e, node), "d")] = t.depth
+            return T("record", t.depth - 1, t.src)
+        if f == "delta_r":
+            ts = [self.check(e, a, ctx) for a in args]
+            for a, t in zip(args, ts):
+                if t.kind != "record":
+                    raise e.fail(a, f"delta_r() needs objects, got {t}")
+                self.p4(e, a, t)
+            return T("value", max(t.depth for t in ts))
+        raise e.fail(node, f"unknown function {f!r}")  # pragma: no cover - grammar rejected it
+
+
+def _key(e: Expr, node: ast.AST) -> tuple:
+    """Where a note about ``node`` is kept: the expression and the node's exact span."""
+    return (e.key, node.lineno, node.col_offset, node.end_col_offset)  # type: ignore[attr-defined]
+
+
+# -- push-down ----------------------------------------------------------------------------------------
+_FLAT_FUNCS = {"abs", "sqrt", "exp", "log", "sin", "cos"}
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Eq: "==", ast.NotEq: "!=",
+        ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+
+
+def _flat(ch: Checker, e: Expr, node: ast.AST, src: str | None) -> str | None:
+    """``node`` in casa's flat filter language, or None; ``src``: the collection of an object cut."""
+    def go(n):
+        return _flat(ch, e, n, src)
+
+    if isinstance(node, ast.Constant) and not isinstance(node.value, bool):
+        return repr(node.value)
+    if isinstance(node, ast.Name):
+        if src is not None and (node.id in ch.schema.collections.get(src, ()) or
+                                f"{src}.{node.id}" in ch.spec.aliases):
+            return f"{src}_{ch.notes.get(_key(e, node), node.id)}"
+        if node.id in ch.spec.parameters:
+            v = ch.spec.parameters[node.id]
+            return None if isinstance(v, bool) else repr(v)
+        if src is None and node.id in ch.schema.flat and node.id not in ch.env:
+            return node.id
+        return None
+    if isinstance(node, ast.Attribute) and src is None and isinstance(node.value, ast.Name):
+        s = node.value.id
+        if s in ch.schema.singletons and s not in ch.env and node.attr in ch.schema.singletons[s]:
+            return f"{s}_{node.attr}"
+        return None
+    if isinstance(node, ast.BoolOp):
+        parts = [go(v) for v in node.values]
+        return None if None in parts else "(" + (" and " if isinstance(node.op, ast.And) else " or ").join(parts) + ")"
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+        inner = go(node.operand)
+        return None if inner is None else (f"(not {inner})" if isinstance(node.op, ast.Not) else f"(-{inner})")
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        a, b = go(node.left), go(node.right)
+        return None if a is None or b is None else f"({a} {_OPS[type(node.op)]} {b})"
+    if isinstance(node, ast.Compare) and all(type(o) in _OPS for o in node.ops):
+        parts = [go(node.left)] + [go(c) for c in node.comparators]
+        if None in parts:
+            return None
+        text = parts[0]
+        for op, p in zip(node.ops, parts[1:]):
+            text += f" {_OPS[type(op)]} {p}"
+        return f"({text})"
+    if isinstance(node, ast.Call) and node.func.id in _FLAT_FUNCS and src is not None:  # type: ignore[attr-defined]
+        inner = go(node.args[0])
+        return None if inner is None else f"{node.func.id}({inner})"  # type: ignore[attr-defined]
+    if (isinstance(node, ast.Call) and node.func.id == "count" and src is None  # type: ignore[attr-defined]
+            and isinstance(node.args[0], ast.Name) and node.args[0].id in ch.chains):
+        coll, cuts = ch.chains[node.args[0].id]
+        parts = [_flat(ch, c, c.tree, coll) for c in cuts]
+        if None in parts:
+            return None
+        return f"count({' and '.join(parts)})" if parts else f"n{coll}"
+    return None
+
+
+def _conjuncts(node: ast.AST) -> list[ast.AST]:
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return [c for v in node.values for c in _conjuncts(v)]
+    return [node]
+
+
+def pushdown_filter(ch: Checker) -> str | None:
+    """The event cuts (and their conjuncts) expressible over flat columns, joined with ``and``.
+
+    Each translated part is exactly the processor's cut, and dropped parts only loosen it, so the
+    result selects a superset of the events the processor keeps: safe to apply upstream.
+    """
+    parts = []
+    for name in ch.spec.selection.events:
+        e = ch.pipe.exprs[("selection", "events", name)]
+        for c in _conjuncts(e.tree):
+            text = _flat(ch, e, c, None)
+            if text is not None:
+                parts.append(text)
+    return " and ".join(parts) or None

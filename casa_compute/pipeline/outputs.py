@@ -1,0 +1,89 @@
+"""Writing a pipeline's results: hist pickle, ROOT (uproot), a PNG per histogram, a JSON summary."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import hist
+
+__all__ = ["write_outputs", "root_name"]
+
+
+def root_name(hist_name: str, label: str | None) -> str:
+    """The ROOT key of one histogram of one dataset: ``<histogram>__<dataset>``."""
+    return hist_name if label is None else f"{hist_name}__{label}"
+
+
+def _per_dataset(name: str, h: hist.Hist) -> dict[str, hist.Hist]:
+    if "dataset" in h.axes.name:
+        return {root_name(name, lab): h[{"dataset": lab}] for lab in h.axes["dataset"]}
+    return {name: h}
+
+
+def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, Any],
+                  formats: list[str]) -> list[str]:
+    """Write the requested formats into ``outdir``; returns the file names written."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    notes: list[str] = []
+    if "pickle" in formats:
+        with (outdir / "histograms.pkl").open("wb") as f:
+            pickle.dump(hists, f)
+        written.append("histograms.pkl")
+    if "root" in formats:
+        import uproot
+
+        with uproot.recreate(outdir / "histograms.root") as f:
+            for name, h in hists.items():
+                for key, part in _per_dataset(name, h).items():
+                    if any(isinstance(a, (hist.axis.IntCategory, hist.axis.StrCategory)) for a in part.axes) \
+                            or part.ndim > 3:
+                        notes.append(f"{key}: not written to ROOT (category axes or more than 3 axes)")
+                        continue
+                    f[key] = part
+        written.append("histograms.root")
+    if "png" in formats:
+        for name, h in hists.items():
+            png = _plot(outdir, name, h, summary, notes)
+            if png:
+                written.append(png)
+    if "json" in formats:
+        summary = {**summary, "outputs": written + ["summary.json"], "output_notes": notes}
+        (outdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        written.append("summary.json")
+    return written
+
+
+def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    plt.style.use(mplhep.style.CMS)
+    by_ds = "dataset" in h.axes.name
+    dims = h.ndim - (1 if by_ds else 0)
+    fig, ax = plt.subplots(figsize=(9, 7))
+    try:
+        if dims == 1:
+            parts = _per_dataset(name, h)
+            labels = list(h.axes["dataset"]) if by_ds else [summary.get("name", name)]
+            mplhep.histplot(list(parts.values()), ax=ax, label=labels, histtype="step")
+            ax.legend()
+            ax.set_ylabel("events" if summary.get("weighted") else "entries")
+        elif dims == 2:
+            flat = h[{"dataset": sum}] if by_ds else h
+            mplhep.hist2dplot(flat, ax=ax)
+        else:
+            notes.append(f"{name}: no PNG (more than 2 axes)")
+            return None
+        ax.set_title(name, fontsize=14, loc="right")
+        fname = f"{name}.png"
+        fig.savefig(outdir / fname, dpi=80, bbox_inches="tight")
+        return fname
+    finally:
+        plt.close(fig)

@@ -1,0 +1,298 @@
+"""The coffea processor built from a pipeline spec: selection, variables, regions, histograms.
+
+Per chunk: object cuts (in order), event cuts (each a cutflow step), then on the selected events
+the variables, regions and histogram fills. Expressions are walked node by node with awkward
+operations (:class:`Evaluator`), using the per-dataset notes of :class:`~.check.Checker` (alias
+choices, which names are fields, list depths). A failure inside an expression is re-raised as a
+:class:`~.expr.PipelineError` located in the spec.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+from coffea import processor
+
+from .check import _key
+from .expr import Expr, PipelineError
+from .spec import Histogram, Pipeline
+
+__all__ = ["PipelineProcessor", "Evaluator", "make_histogram"]
+
+_MATH = {"abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos,
+         "tan": np.tan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh}
+_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+        ast.Gt: operator.gt, ast.GtE: operator.ge}
+_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+CUTFLOW_ALL = "all events"
+
+
+def _pick(x, depth: int, sl: slice):
+    return x[(slice(None),) * depth + (sl,)]
+
+
+class Evaluator:
+    """Evaluates expressions on one chunk of NanoEvents; ``env`` holds objects and variables."""
+
+    def __init__(self, events, notes: dict, parameters: dict):
+        self.events, self.notes, self.parameters = events, notes, parameters
+        self.env: dict[str, Any] = {}
+
+    def __call__(self, e: Expr, ctx=None):
+        try:
+            return self.eval(e, e.tree, ctx)
+        except PipelineError:
+            raise
+        except Exception as err:  # noqa: BLE001 - located in the spec, cause kept
+            raise e.fail(None, f"cannot evaluate {e.text!r}: {type(err).__name__}: {err}") from err
+
+    def select(self, mask: np.ndarray) -> None:
+        """Keep only the events in ``mask`` (for everything computed so far)."""
+        self.events = self.events[mask]
+        self.env = {k: v[mask] for k, v in self.env.items()}
+
+    def eval(self, e: Expr, node: ast.AST, ctx=None):
+        ev = self.eval
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self.name(e, node, ctx)
+        if isinstance(node, ast.Attribute):
+            return self.field(ev(e, node.value, ctx), self.notes.get(_key(e, node), node.attr))
+        if isinstance(node, ast.BoolOp):
+            op = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+            out = ev(e, node.values[0], ctx)
+            for v in node.values[1:]:
+                out = op(out, ev(e, v, ctx))
+            return out
+        if isinstance(node, ast.UnaryOp):
+            v = ev(e, node.operand, ctx)
+            if isinstance(node.op, (ast.Not, ast.Invert)):
+                return np.logical_not(v)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.Compare):
+            left, out = ev(e, node.left, ctx), None
+            for op, comp in zip(node.ops, node.comparators):
+                right = ev(e, comp, ctx)
+                r = _CMP[type(op)](left, right)
+                out = r if out is None else np.logical_and(out, r)
+                left = right
+            return out
+        if isinstance(node, ast.BinOp):
+            a, b = ev(e, node.left, ctx), ev(e, node.right, ctx)
+            if isinstance(node.op, (ast.BitAnd, ast.BitOr)):
+                return (np.logical_and if isinstance(node.op, ast.BitAnd) else np.logical_or)(a, b)
+            return _BIN[type(node.op)](a, b)
+        if isinstance(node, ast.Subscript):
+            x = ev(e, node.value, ctx)
+            d = self.notes[(*_key(e, node), "d")]
+            s = node.slice
+            if isinstance(s, ast.Slice):
+                return _pick(x, d, slice(s.lower and s.lower.value, s.upper and s.upper.value))
+            if isinstance(s, ast.Constant):
+                return ak.firsts(_pick(x, d, slice(s.value, s.value + 1)), axis=d)
+            return x[ak.fill_none(ev(e, s, x if _is_record(x) else None), False)]
+        if isinstance(node, ast.Call):
+            return self.call(e, node, ctx)
+        raise e.fail(node, f"{type(node).__name__} is not allowed")  # pragma: no cover
+
+    def name(self, e: Expr, node: ast.Name, ctx):
+        n = node.id
+        if n in ("True", "False"):
+            return n == "True"
+        field = self.notes.get(_key(e, node))
+        if field is not None and ctx is not None:
+            return self.field(ctx, field)
+        if n in self.env:
+            return self.env[n]
+        if n in self.parameters:
+            return self.parameters[n]
+        return self.events[n]
+
+    @staticmethod
+    def field(x, name: str):
+        return x[name] if name in ak.fields(x) else getattr(x, name)
+
+    def call(self, e: Expr, node: ast.Call, ctx):
+        f = node.func.id  # type: ignore[attr-defined]
+        if f in _MATH:
+            return _MATH[f](self.eval(e, node.args[0], ctx))
+        if f == "where":
+            return ak.where(*(self.eval(e, a, ctx) for a in node.args))
+        if f == "combinations":
+            return combinations(self.eval(e, node.args[0], ctx), node.args[1].value)  # type: ignore[attr-defined]
+        if f == "delta_r":
+            a, b = (self.eval(e, x, ctx) for x in node.args)
+            return a.delta_r(b)
+        d = self.notes[(*_key(e, node), "d")]
+        x = self.eval(e, node.args[0], ctx)
+        if f == "best":
+            key = self.eval(e, node.args[1], x)
+            return ak.firsts(x[ak.argmax(key, axis=d, keepdims=True)], axis=d)
+        if f == "count":
+            if _is_record(x) or not _is_bool(x):
+                return ak.num(x, axis=d)
+            return ak.sum(x, axis=d)
+        return getattr(ak, f)(x, axis=d)
+
+
+
+
+def _is_record(x) -> bool:
+    return isinstance(x, ak.Array) and bool(ak.fields(x))
+
+
+def _is_bool(x) -> bool:
+    return str(ak.type(x)).rstrip().endswith("bool")
+
+
+def combinations(c, n: int):
+    """n-object combinations of a per-event collection: pt, eta, phi, mass of the sum + members."""
+    names = [str(i) for i in range(n)]
+    combos = ak.combinations(c, n, fields=names)
+    p4 = combos[names[0]]
+    for k in names[1:]:
+        p4 = p4 + combos[k]
+    members = ak.concatenate([combos[k][:, :, None] for k in names], axis=2)
+    return ak.zip({"pt": p4.pt, "eta": p4.eta, "phi": p4.phi, "mass": p4.mass, "members": members},
+                  depth_limit=2, with_name="PtEtaPhiMLorentzVector", behavior=c.behavior)
+
+
+def _mask(v, n: int) -> np.ndarray:
+    if np.isscalar(v):
+        return np.full(n, bool(v))
+    return ak.to_numpy(ak.fill_none(v, False)).astype(bool)
+
+
+def make_histogram(h: Histogram, labels: list[str], weighted: bool) -> hist.Hist:
+    """An empty histogram for spec ``h``, with a first ``dataset`` category axis."""
+    axes = [hist.axis.StrCategory(labels, name="dataset", label="dataset")]
+    for a in h.axes:
+        label = a.label or a.name
+        if a.type == "regular":
+            axes.append(hist.axis.Regular(a.bins, a.start, a.stop, name=a.name, label=label, flow=a.flow))
+        elif a.type == "variable":
+            axes.append(hist.axis.Variable(a.edges, name=a.name, label=label, flow=a.flow))
+        elif a.type == "integer":
+            axes.append(hist.axis.Integer(int(a.start), int(a.stop), name=a.name, label=label, flow=a.flow))
+        else:
+            axes.append(hist.axis.IntCategory(a.categories, name=a.name, label=label))
+    return hist.Hist(*axes, storage=hist.storage.Weight() if weighted else hist.storage.Double())
+
+
+class PipelineProcessor(processor.ProcessorABC):
+    """Runs a :class:`~.spec.Pipeline` on NanoEvents.
+
+    Parameters
+    ----------
+    pipe : the loaded spec.
+    labels : catalog dataset name -> spec label (the category filled).
+    notes : spec label -> the :class:`~.check.Checker` notes for that dataset's columns.
+    norms : spec label -> ``(xsec * lumi, denominator)``; denominator None: the sum of weights
+        seen in the run; no entry: not scaled (data).
+    """
+
+    def __init__(self, pipe: Pipeline, labels: dict[str, str], notes: dict[str, dict],
+                 norms: dict[str, tuple[float, float | None]]):
+        self.pipe, self.labels, self.notes, self.norms = pipe, labels, notes, norms
+        spec = pipe.spec
+        self.weighted = bool(norms) or any(d.weight is not None for d in spec.datasets.values()) or any(
+            h.weight is not None for h in spec.histograms.values())
+
+    def empty(self) -> dict[str, hist.Hist]:
+        labels = list(self.pipe.spec.datasets)
+        return {name: make_histogram(h, labels, self.weighted) for name, h in self.pipe.spec.histograms.items()}
+
+    def process(self, events):
+        pipe, spec = self.pipe, self.pipe.spec
+        label = self.labels[events.metadata["dataset"]]
+        ev = Evaluator(events, self.notes[label], spec.parameters)
+        n = len(events)
+        cutflow = {CUTFLOW_ALL: n}
+        for name, base, cut in pipe.objects():
+            coll = ev.env[base] if base in ev.env else events[base]
+            ev.env[name] = coll if cut is None else coll[ak.fill_none(ev(cut, coll), False)]
+        w_all = np.ones(n)
+        if spec.datasets[label].weight is not None:
+            w_all = _numbers(ev(pipe.exprs[("datasets", label, "weight")]), n)
+        mask = np.ones(n, dtype=bool)
+        for step in spec.selection.events:
+            mask &= _mask(ev(pipe.exprs[("selection", "events", step)]), n)
+            cutflow[step] = int(mask.sum())
+        ev.select(mask)
+        nsel = int(mask.sum())
+        for name in spec.variables:
+            ev.env[name] = ev(pipe.exprs[("variables", name)])
+        regions = {name: _mask(ev(pipe.exprs[("regions", name)]), nsel) for name in spec.regions}
+        for name, m in regions.items():
+            cutflow[f"region {name}"] = int(m.sum())
+        hists = self.empty()
+        for hname, h in spec.histograms.items():
+            sel = regions[h.region] if h.region is not None else np.ones(nsel, dtype=bool)
+            w = w_all[mask]
+            if h.weight is not None:
+                w = w * _numbers(ev(pipe.exprs[("histograms", hname, "weight")]), nsel)
+            values = []
+            for i, a in enumerate(h.axes):
+                e = pipe.exprs[("histograms", hname, "axes", i, "expr" if a.expr is not None else "name")]
+                values.append(ev(e))
+            self._fill(hists[hname], h, label, values, w, sel)
+        return {"hists": hists, "cutflow": {label: cutflow}, "sumw": {label: float(w_all.sum())}}
+
+    def _fill(self, out: hist.Hist, h: Histogram, label: str, values: list, w: np.ndarray, sel: np.ndarray):
+        n = len(sel)
+        arrays = [ak.Array(np.broadcast_to(np.asarray(v, dtype=float), n)) if np.isscalar(v) else v
+                  for v in values]
+        arrays = [a[sel] for a in arrays] + [ak.Array(w[sel])]
+        if any(a.ndim > 1 for a in arrays):
+            arrays = [ak.flatten(a, axis=1) for a in ak.broadcast_arrays(*arrays)]
+        ok = np.ones(len(arrays[-1]), dtype=bool)
+        for a in arrays[:-1]:
+            ok &= ~ak.to_numpy(ak.is_none(a))
+        cols = [ak.to_numpy(ak.fill_none(a, 0))[ok] for a in arrays]
+        fill = {a.name: c for a, c in zip(h.axes, cols[:-1])}
+        if self.weighted:
+            fill["weight"] = cols[-1]
+        out.fill(dataset=label, **fill)
+
+    def scales(self, sumw: dict[str, float], cutflow: dict[str, dict]) -> dict[str, float]:
+        """label -> factor applied to its histograms (1.0 for data)."""
+        out = {}
+        for label in self.pipe.spec.datasets:
+            if label not in self.norms:
+                out[label] = 1.0
+                continue
+            factor, denom = self.norms[label]
+            denom = denom if denom is not None else sumw.get(label, 0.0)
+            out[label] = factor / denom if denom else 0.0
+        return out
+
+    def postprocess(self, accumulator):
+        """Normalise each dataset's slice; drop the dataset axis where ``by_dataset: false``."""
+        scales = self.scales(accumulator.get("sumw", {}), accumulator.get("cutflow", {}))
+        hists = {}
+        for name, h in accumulator.get("hists", {}).items():
+            view = h.view(flow=True)
+            for label, s in scales.items():
+                if s == 1.0:
+                    continue
+                i = h.axes["dataset"].index(label)
+                if self.weighted:
+                    view.value[i] *= s
+                    view.variance[i] *= s * s
+                else:
+                    view[i] *= s
+            hists[name] = h if self.pipe.spec.histograms[name].by_dataset else h[{"dataset": sum}]
+        return {**accumulator, "hists": hists, "scales": scales}
+
+
+def _numbers(v, n: int) -> np.ndarray:
+    if np.isscalar(v):
+        return np.full(n, float(v))
+    return ak.to_numpy(ak.fill_none(v, 0.0)).astype(np.float64)

@@ -1,0 +1,189 @@
+"""``run_pipeline``: spec -> plan (datasets, checks, push-down, cache key) -> casa_compute.run -> outputs."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import casa_data
+from casa_data.errors import CasaError, DatasetNotFoundError
+
+from . import cache
+from .check import Checker, Schema, pushdown_filter
+from .expr import PipelineError
+from .spec import Pipeline, load_spec
+
+__all__ = ["run_pipeline", "plan", "Plan", "PipelineResult"]
+
+#: delivery paths the runner can read chunk by chunk (files behind a URL)
+_FILE_PATHS = ("local", "xrootd", "xcache", "s3")
+
+
+@dataclass
+class DatasetPlan:
+    label: str
+    dataset: Any                 # casa_data.Dataset, opened with columns= and filter=
+    via: str | None
+    columns: list[str]
+    prefilter: str | None
+    notes: dict
+    norm: tuple[float, float | None] | None   # (xsec * lumi, denominator; None: sum of weights)
+
+
+@dataclass
+class Plan:
+    pipe: Pipeline
+    datasets: dict[str, DatasetPlan]
+    inputs: dict[str, list[dict]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"pipeline {self.pipe.spec.name} ({self.pipe.path})"]
+        for lab, d in self.datasets.items():
+            lines.append(f"  {lab}: {d.dataset.name} via {d.via or 'auto'}, {len(d.dataset.resolved)} file(s), "
+                         f"{len(d.columns)} columns, normalisation {d.norm}")
+            lines.append(f"    pre-filter: {d.prefilter or '(none)'}")
+        return "\n".join(lines)
+
+
+@dataclass
+class PipelineResult:
+    """Histograms (by name), the summary dict, the output directory and whether it came from cache."""
+
+    hists: dict
+    summary: dict
+    outdir: Path
+    cached: bool
+
+
+def _via(pipe: Pipeline, label: str, override: str | None) -> tuple[str | None, tuple]:
+    d = pipe.spec.datasets[label]
+    if override is not None:
+        return (None if override == "auto" else override), ()
+    if d.via is not None:
+        return (None if d.via == "auto" else d.via), ("datasets", label, "via")
+    v = pipe.spec.delivery.via
+    return (None if v == "auto" else v), ("delivery", "via")
+
+
+def plan(pipe: Pipeline, *, via: str | None = None, catalog=None) -> Plan:
+    """Open every dataset, check the spec against its columns, derive columns and pre-filter."""
+    from casa_data.paths import available_paths
+
+    catalogs = pipe.catalogs() + ([os.fspath(c) for c in catalog] if isinstance(catalog, (list, tuple))
+                                  else [os.fspath(catalog)] if catalog else [])
+    out: dict[str, DatasetPlan] = {}
+    for label, d in pipe.spec.datasets.items():
+        v, vloc = _via(pipe, label, via)
+        if v is not None and (v not in available_paths() or v not in _FILE_PATHS):
+            msg = (f"delivery via {v!r} is not available to pipelines in this casa: the runner reads "
+                   f"files through {', '.join(_FILE_PATHS)} (installed paths: {', '.join(available_paths())}); "
+                   "use one of those or via: auto")
+            raise pipe.error(vloc, msg) if vloc else PipelineError(msg)
+        try:
+            ds = casa_data.open(d.dataset, via=v, catalog=catalogs or None)
+            schema = Schema.from_columns(ds.available_columns())
+        except DatasetNotFoundError as err:
+            raise pipe.error(("datasets", label, "dataset"), str(err)) from None
+        except CasaError as err:
+            raise (pipe.error(vloc, str(err)) if vloc else PipelineError(f"{label}: {err}")) from None
+        ch = Checker(pipe, schema, label, ds.name).run()
+        pre = pushdown_filter(ch)
+        cols = sorted(ch.columns | (casa_data.Filter(pre).columns if pre else set()))
+        ds = casa_data.open(d.dataset, columns=cols, filter=pre, via=v, catalog=catalogs or None)
+        norm = None
+        if d.xsec is not None:
+            denom = None if d.normalize == "weights" else (d.nevents or ds.nevents)
+            norm = (d.xsec * (d.lumi or pipe.spec.lumi), denom)
+        out[label] = DatasetPlan(label, ds, v, cols, pre, ch.notes, norm)
+    return Plan(pipe, out)
+
+
+def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, cluster: Any = None,
+                 output: str | os.PathLike | None = None, force: bool = False, catalog=None,
+                 progress: bool = False) -> PipelineResult:
+    """Run a pipeline spec and write its outputs.
+
+    Parameters
+    ----------
+    spec
+        Path of the YAML spec (or a loaded :class:`~.spec.Pipeline`).
+    via
+        Override the delivery path of every dataset (``"local"``, ``"s3"``, ...; ``"auto"``).
+    cluster
+        Override ``delivery.cluster`` (None: the spec's; ``"local"``, a Client, ...).
+    output
+        Output directory (default: ``outputs.directory`` or ``casa-output/<name>``).
+    force
+        Recompute even if the cache holds a result for the same spec and input files.
+    catalog
+        Extra catalog file(s), searched first.
+
+    Returns
+    -------
+    PipelineResult
+    """
+    t0 = time.perf_counter()
+    pipe = spec if isinstance(spec, Pipeline) else load_spec(spec)
+    s = pipe.spec
+    p = plan(pipe, via=via, catalog=catalog)
+    outdir = Path(output or s.outputs.directory or Path("casa-output") / s.name)
+    inputs = {lab: [cache.file_identity(f.candidates[0]) for f in d.dataset.resolved]
+              for lab, d in p.datasets.items()}
+    key = cache.cache_key(pipe.hash, inputs, {"formats": s.outputs.formats})
+    if not force:
+        hit = cache.load_cached(outdir, key)
+        if hit is not None:
+            summary = {**hit["summary"], "cached": True, "seconds_to_answer": time.perf_counter() - t0}
+            return PipelineResult(hit["hists"], summary, outdir, True)
+
+    from casa_compute.runner import run
+
+    from .processor import CUTFLOW_ALL, PipelineProcessor
+
+    proc = PipelineProcessor(pipe, {d.dataset.name: lab for lab, d in p.datasets.items()},
+                             {lab: d.notes for lab, d in p.datasets.items()},
+                             {lab: d.norm for lab, d in p.datasets.items() if d.norm is not None})
+    result = run(proc, [d.dataset for d in p.datasets.values()],
+                 cluster=cluster if cluster is not None else s.delivery.cluster,
+                 chunksize=s.delivery.chunksize, progress=progress)
+    output_ = result.output or proc.postprocess({"hists": proc.empty()})
+    hists = output_["hists"]
+    cutflows = output_.get("cutflow", {})
+    rep = result.report
+    datasets = {}
+    for lab, d in p.datasets.items():
+        stats = [st for st in rep.stats if st.dataset == d.dataset.name]
+        cf = cutflows.get(lab, {CUTFLOW_ALL: 0})
+        steps = [k for k in s.selection.events if k in cf]
+        datasets[lab] = {
+            "dataset": d.dataset.name, "via": d.via or "auto", "files": d.dataset.files,
+            "events_in": sum(st.events for st in stats),
+            "events_out": cf[steps[-1]] if steps else cf.get(CUTFLOW_ALL, 0),
+            "cutflow": cf, "bytes_read": sum(st.bytes_read for st in stats),
+            "chunk_seconds": round(sum(st.seconds for st in stats), 4),
+            "scale": output_.get("scales", {}).get(lab, 1.0), "sum_weights": output_.get("sumw", {}).get(lab),
+            "normalisation": None if d.norm is None else
+            {"xsec_times_lumi": d.norm[0], "denominator": d.norm[1] if d.norm[1] is not None else "sum of weights"},
+            "columns": d.columns, "prefilter": d.prefilter, "inputs": inputs[lab],
+        }
+    summary = {
+        "name": s.name, "spec": str(pipe.path), "spec_hash": pipe.hash, "cache_key": key,
+        "cached": False, "weighted": proc.weighted, "datasets": datasets,
+        "events_in": sum(v["events_in"] for v in datasets.values()),
+        "events_out": sum(v["events_out"] for v in datasets.values()),
+        "bytes_read": rep.bytes_read, "run_seconds": round(rep.wall_seconds, 4),
+        "chunks": len(rep.stats), "histograms": {n: {"axes": list(h.axes.name), "sum": float(h.sum(flow=True).value
+                                                    if hasattr(h.sum(flow=True), "value") else h.sum(flow=True))}
+                                                 for n, h in hists.items()},
+        "host": platform.node(),
+    }
+    from .outputs import write_outputs
+
+    summary["seconds"] = round(time.perf_counter() - t0, 4)
+    files = write_outputs(outdir, hists, summary, s.outputs.formats)
+    cache.store(outdir, key, {"hists": hists, "summary": summary, "files": files})
+    return PipelineResult(hists, summary, outdir, False)

@@ -1,0 +1,287 @@
+"""The pipeline spec: a YAML file validated by pydantic, errors located at file:line:column.
+
+Schema (every section but ``name``, ``datasets`` and ``histograms`` is optional)::
+
+    name: zmumu                        # output directory name; letters, digits, - _ .
+    description: ...
+    lumi: 11.6                         # /pb, for datasets with a cross-section
+    datasets:                          # label (the histogram category) -> catalog dataset
+      dy: {dataset: cms/nano-dy, xsec: 6077.22, weight: genWeight, normalize: weights}
+      data: {dataset: cms/dimuon-2012}
+    delivery: {via: auto, cluster: null, chunksize: 100000, catalog: [more.yaml]}
+    aliases:                           # a field name standing for the first one present
+      Jet.btag: [btagCSVV2, btagDeepFlavB]
+    parameters: {btag_cut: 0.5}        # constants usable in expressions
+    selection:
+      objects:                         # in order; a name is the filtered collection afterwards
+        Muon: pt > 20 and abs(eta) < 2.4
+        BJet: {from: Jet, cut: btag > btag_cut}
+      events:                          # in order; each is a step of the cutflow
+        two muons: count(Muon) >= 2
+    variables:                         # computed on the selected events, in order
+      mll: (Muon[0] + Muon[1]).mass
+    regions: {4j1b: count(BJet) == 1}  # event masks after the selection
+    histograms:
+      mll:
+        region: null                   # or a region name
+        weight: null                   # an extra per-event weight expression
+        axes: [{name: mll, bins: 60, start: 60, stop: 120, label: "m [GeV]"}]
+    outputs: {directory: casa-output/zmumu, formats: [pickle, root, png, json]}
+
+Axis types: ``regular`` (bins, start, stop), ``variable`` (edges), ``integer`` (start, stop),
+``category`` (integer categories); the type is inferred from the fields given. ``expr`` (default: the
+axis name) is the expression filled. Each histogram gets a first ``dataset`` category axis
+unless ``by_dataset: false``. Normalisation: ``xsec * lumi / nevents`` (``nevents`` defaults to
+the events of the whole dataset; with ``normalize: weights`` the sum of the dataset's weight
+expression over all its events), applied to the merged histograms; data (no ``xsec``) is not scaled.
+The dataset ``weight`` is computed on all events after the object cuts (it may use objects, not
+variables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
+                      model_validator)
+
+from casa_data.errors import close_matches
+from casa_data.yamlspec import load_yaml, locate, validate_yaml
+
+from .expr import Expr, PipelineError, Where, located
+
+__all__ = ["PipelineSpec", "Pipeline", "load_spec", "DatasetEntry", "Histogram", "Axis"]
+
+_IDENT = r"^[A-Za-z][A-Za-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DatasetEntry(_Strict):
+    """One input: a catalog dataset and its normalisation."""
+
+    dataset: str = Field(min_length=1)
+    xsec: float | None = Field(None, gt=0, description="cross-section in pb")
+    lumi: float | None = Field(None, gt=0, description="luminosity in /pb (default: the top-level lumi)")
+    nevents: int | None = Field(None, gt=0, description="normalisation denominator (default: all events)")
+    weight: str | None = Field(None, description="per-event weight expression, e.g. genWeight")
+    normalize: Literal["events", "weights"] = Field(
+        "events", description="divide xsec * lumi by the events (or the sum of weights) of the dataset")
+    via: str | None = Field(None, description="delivery path for this dataset only")
+
+
+class Delivery(_Strict):
+    via: Literal["auto", "local", "xrootd", "xcache", "s3", "servicex", "skyhook"] = "auto"
+    cluster: str | None = Field(None, description="None: in-process; or a casa_compute cluster kind")
+    chunksize: int = Field(100_000, gt=0)
+    catalog: list[str] = Field(default_factory=list, description="extra catalogs, relative to the spec")
+
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _one(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class ObjectDef(_Strict):
+    from_: str = Field(alias="from", pattern=_IDENT)
+    cut: str | None = None
+
+
+class Selection(_Strict):
+    objects: dict[str, str | ObjectDef] = Field(default_factory=dict)
+    events: dict[str, str] = Field(default_factory=dict)
+
+
+class Axis(_Strict):
+    name: str = Field(pattern=_IDENT)
+    expr: str | None = None
+    type: Literal["regular", "variable", "integer", "category"] | None = None
+    bins: int | None = Field(None, gt=0)
+    start: float | None = None
+    stop: float | None = None
+    edges: list[float] | None = Field(None, min_length=2)
+    categories: list[StrictInt] | None = Field(None, min_length=1)
+    label: str | None = None
+    flow: bool = True
+
+    @model_validator(mode="after")
+    def _kind(self) -> "Axis":
+        if self.type is None:
+            self.type = ("variable" if self.edges is not None else "category" if self.categories is not None
+                         else "regular" if self.bins is not None else "integer")
+        need = {"regular": ("bins", "start", "stop"), "variable": ("edges",), "integer": ("start", "stop"),
+                "category": ("categories",)}[self.type]
+        missing = [f for f in need if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.type} axis needs {', '.join(need)} (missing: {', '.join(missing)})")
+        if self.start is not None and self.stop is not None and not self.start < self.stop:
+            raise ValueError(f"start ({self.start}) must be below stop ({self.stop})")
+        if self.edges is not None and any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError("edges must increase strictly")
+        return self
+
+
+class Histogram(_Strict):
+    axes: list[Axis] = Field(min_length=1)
+    region: str | None = None
+    weight: str | None = None
+    by_dataset: bool = True
+    title: str | None = None
+
+
+class Outputs(_Strict):
+    directory: str | None = None
+    formats: list[Literal["pickle", "root", "png", "json"]] = Field(
+        default_factory=lambda: ["pickle", "root", "png", "json"])
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    lumi: float | None = Field(None, gt=0)
+    datasets: dict[str, DatasetEntry] = Field(min_length=1)
+    delivery: Delivery = Field(default_factory=Delivery)
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
+    parameters: dict[str, StrictBool | StrictInt | StrictFloat] = Field(default_factory=dict)
+    selection: Selection = Field(default_factory=Selection)
+    variables: dict[str, str] = Field(default_factory=dict)
+    regions: dict[str, str] = Field(default_factory=dict)
+    histograms: dict[str, Histogram] = Field(min_length=1)
+    outputs: Outputs = Field(default_factory=Outputs)
+
+
+@dataclass
+class Pipeline:
+    """A loaded spec: the model, its parsed expressions (by spec location) and where it came from."""
+
+    spec: PipelineSpec
+    path: Path
+    node: yaml.Node | None
+    exprs: dict[tuple, Expr] = field(default_factory=dict)
+
+    def error(self, loc: tuple, message: str) -> PipelineError:
+        """A :class:`PipelineError` located at the spec element ``loc``."""
+        pos = locate(self.node, loc)
+        return PipelineError(located(self.path, *(pos or (None, None)), message,
+                                     ".".join(str(x) for x in loc)))
+
+    @property
+    def hash(self) -> str:
+        """A stable hash of the validated spec (key order kept: order is meaningful)."""
+        text = json.dumps(self.spec.model_dump(mode="json", by_alias=True), sort_keys=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def catalogs(self) -> list[str]:
+        return [os.fspath((self.path.parent / c).resolve()) for c in self.spec.delivery.catalog]
+
+    def objects(self) -> list[tuple[str, str, Expr | None]]:
+        """``(name, from, cut)`` of every object definition, in order."""
+        out = []
+        for name, d in self.spec.selection.objects.items():
+            base = name if isinstance(d, str) else d.from_
+            out.append((name, base, self.exprs.get(("selection", "objects", name)
+                                                   if isinstance(d, str) else ("selection", "objects", name, "cut"))))
+        return out
+
+
+def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return None
+    return node
+
+
+def _expr(pipe: Pipeline, loc: tuple, text: str) -> None:
+    node = _node_at(pipe.node, loc)
+    where = Where(pipe.path, node.start_mark.line + 1, node.start_mark.column + 1, node.style or None,
+                  ".".join(str(x) for x in loc)) if node is not None else Where(pipe.path, field=".".join(map(str, loc)))
+    pipe.exprs[loc] = Expr(text, where)
+
+
+def load_spec(path: str | os.PathLike) -> Pipeline:
+    """Read and validate a pipeline spec; every error names ``file:line:col`` and the field."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such pipeline spec")
+    data, node = load_yaml(path, error=PipelineError)
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}:1:1: a pipeline spec is a mapping with name, datasets, histograms, ...")
+    spec = validate_yaml(PipelineSpec, data, path, node, error=PipelineError)
+    pipe = Pipeline(spec, path, node)
+    _check_names(pipe)
+    for label, d in spec.datasets.items():
+        if d.weight is not None:
+            _expr(pipe, ("datasets", label, "weight"), d.weight)
+    for name, d in spec.selection.objects.items():
+        if isinstance(d, str):
+            _expr(pipe, ("selection", "objects", name), d)
+        elif d.cut is not None:
+            _expr(pipe, ("selection", "objects", name, "cut"), d.cut)
+    for name, text in spec.selection.events.items():
+        _expr(pipe, ("selection", "events", name), text)
+    for name, text in spec.variables.items():
+        _expr(pipe, ("variables", name), text)
+    for name, text in spec.regions.items():
+        _expr(pipe, ("regions", name), text)
+    for hname, h in spec.histograms.items():
+        if h.weight is not None:
+            _expr(pipe, ("histograms", hname, "weight"), h.weight)
+        for i, ax in enumerate(h.axes):
+            loc = ("histograms", hname, "axes", i, "expr" if ax.expr is not None else "name")
+            _expr(pipe, loc, ax.expr if ax.expr is not None else ax.name)
+    return pipe
+
+
+def _check_names(pipe: Pipeline) -> None:
+    """Cross-references that need no data: regions, names, normalisation, aliases."""
+    spec = pipe.spec
+    seen: dict[str, str] = {}
+    for label, d in spec.datasets.items():
+        if d.dataset in seen:
+            raise pipe.error(("datasets", label, "dataset"),
+                             f"dataset {d.dataset!r} is already used by {seen[d.dataset]!r}; list it once")
+        seen[d.dataset] = label
+        if d.normalize == "weights" and d.weight is None:
+            raise pipe.error(("datasets", label, "normalize"),
+                             "normalize: weights needs a weight expression (e.g. weight: genWeight)")
+        if d.xsec is not None and d.lumi is None and spec.lumi is None:
+            raise pipe.error(("datasets", label, "xsec"),
+                             "a cross-section needs a luminosity: set lumi (in /pb) here or at the top level")
+    for key in spec.aliases:
+        if key.count(".") != 1 or not all(part.isidentifier() for part in key.split(".")):
+            raise pipe.error(("aliases", key), f"an alias is written Collection.field, not {key!r}")
+    groups = [("parameters", spec.parameters), ("selection.objects", spec.selection.objects),
+              ("variables", spec.variables)]
+    owner: dict[str, str] = {}
+    for section, names in groups:
+        for name in names:
+            loc = tuple(section.split(".")) + (name,)
+            if not name.isidentifier() or name.startswith("_"):
+                raise pipe.error(loc, f"{name!r} is not a valid name (letters, digits, _; not starting with _)")
+            if name in owner and not (section == "selection.objects" and owner[name] == section):
+                raise pipe.error(loc, f"{name!r} is already defined in {owner[name]}; pick another name")
+            owner[name] = section
+    for hname, h in spec.histograms.items():
+        if h.region is not None and h.region not in spec.regions:
+            hint = close_matches(h.region, spec.regions)
+            raise pipe.error(("histograms", hname, "region"), f"unknown region {h.region!r}; "
+                             + (f"did you mean {', '.join(map(repr, hint))}?" if hint else
+                                f"regions defined: {', '.join(spec.regions) or 'none'}"))
+        names = [a.name for a in h.axes]
+        if h.by_dataset and "dataset" in names:
+            raise pipe.error(("histograms", hname, "axes"), "the axis name 'dataset' is taken by the "
+                             "dataset category axis (set by_dataset: false or rename the axis)")
+        if len(set(names)) != len(names):
+            raise pipe.error(("histograms", hname, "axes"), "axis names must be unique")
