@@ -42,7 +42,9 @@ class SkyhookService(Service):
                  max_memory_mb: int = 4096, queue_timeout: float = 30.0,
                  s3_options: dict[str, Any] | None = None):
         super().__init__(workdir)
-        self.root = os.fspath(root)
+        self.workdir = self.workdir.resolve()  # the server runs with cwd=workdir
+        root = os.fspath(root)
+        self.root = root if "://" in root else os.path.abspath(root)
         self._token = secrets.token_urlsafe(32) if token == "random" else token
         self.tls, self.max_scans, self.max_memory_mb = tls, max_scans, max_memory_mb
         self.queue_timeout = queue_timeout
