@@ -104,6 +104,9 @@ _BUILTIN = {
     "s3fs": "casa_data.bench.builtin:S3fsMethod",
     "s3fs-default": "casa_data.bench.builtin:S3fsDefaultMethod",
     "s3-arrow": "casa_data.bench.builtin:ArrowS3Method",
+    "xrootd": "casa_data.bench.xrootd:XRootDMethod",
+    "xcache-cold": "casa_data.bench.xrootd:XCacheColdMethod",
+    "xcache-warm": "casa_data.bench.xrootd:XCacheWarmMethod",
     "skyhook": "casa_data.bench.skyhook:SkyhookMethod",
 }
 _EXTRA: dict[str, str | type[BenchMethod]] = {}
