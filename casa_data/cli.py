@@ -80,5 +80,36 @@ def ingest_cmd(
     typer.echo(f"{len(res.files)} file(s), {res.bytes:,} bytes -> {res.dataset!r} in {res.catalog_file}")
 
 
+@data_app.command("prefetch")
+def prefetch_cmd(
+    dataset: str = typer.Argument(..., help="catalog name of the dataset to warm"),
+    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+) -> None:
+    """Read a dataset through the XCache so later reads are warm (progress bar)."""
+    _cache_cmd("prefetch", dataset, catalog)
+
+
+@data_app.command("cache-status")
+def cache_status_cmd(
+    dataset: str = typer.Argument(..., help="catalog name of the dataset"),
+    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+) -> None:
+    """Per file: whether and how much of it the XCache holds."""
+    _cache_cmd("cache_status", dataset, catalog)
+
+
+def _cache_cmd(which: str, dataset: str, catalog: Optional[list[str]]) -> None:
+    from . import cache
+    from .errors import CasaError
+
+    try:
+        status = getattr(cache, which)(dataset, catalog=catalog)
+    except CasaError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    for f in status:
+        typer.echo(str(f))
+
+
 def _fmt(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"

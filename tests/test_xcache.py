@@ -322,3 +322,18 @@ def test_stop_leaves_nothing_running(shared_data, tmp_path):
 
     assert not any(port_open(p) for p in ports)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def test_cli_prefetch_and_cache_status(stack):
+    from typer.testing import CliRunner
+
+    from casa_data.cli import data_app
+
+    runner = CliRunner()
+    res = runner.invoke(data_app, ["prefetch", "test/dimuon"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(data_app, ["cache-status", "test/dimuon"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("cached 3.6/3.6 MB (100%)") == 2, res.output
+    res = runner.invoke(data_app, ["cache-status", "test/nope"])
+    assert res.exit_code == 1 and "unknown dataset" in res.output

@@ -77,7 +77,7 @@ def _endpoint(url: str) -> str:
 
 
 def explain_xrootd_error(url: str, err: BaseException, token: BearerToken | None,
-                         via: str = "xrootd", token_required: bool = False) -> BaseException:
+                         via: str = "xrootd") -> BaseException:
     """Turn the XRootD client's terse errors into ones that name the culprit and the fix."""
     text = str(err)
     where = f"{via} {_endpoint(url)}"
@@ -178,14 +178,16 @@ class XRootDPath(DeliveryPath):
         """A clear casa error for a client error on ``url`` (see :func:`explain_xrootd_error`)."""
         if isinstance(err, (TokenError, ServiceError)):
             return err
-        better = explain_xrootd_error(url, err, find_token(check_permissions=False), self.name,
-                                      self.token_mode == "required")
+        better = explain_xrootd_error(url, err, find_token(check_permissions=False), self.name)
         if isinstance(better, ServiceError):
             _forget_handles(_endpoint(url))
         return better
 
     def check(self, url: str, timeout: float = 5.0) -> None:
-        """Stat ``url`` on the server; raise ServiceError / TokenError / FileReadError if it fails."""
+        """Stat ``url`` on the server; raise ServiceError / TokenError / FileReadError if it fails.
+
+        A down server fails in well under ``timeout`` (one connection attempt, see the options).
+        """
         if self.token_mode == "required":
             self.token()
         fs = self.filesystem(url)
