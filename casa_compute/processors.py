@@ -20,7 +20,7 @@ class DimuonProcessor(processor.ProcessorABC):
     def process(self, events):
         ds = events.metadata["dataset"]
         mu = events.Muon
-        two = events[(ak.num(mu) == 2) & (ak.sum(mu.charge, axis=1) == 0)].Muon
+        two = mu[(ak.num(mu) == 2) & (ak.sum(mu.charge, axis=1) == 0)]
         pt, eta, phi = two.pt, two.eta, two.phi
         # m^2 = 2 pt1 pt2 (cosh(deta) - cos(dphi)) for massless muons (as the oracle does)
         m = np.sqrt(2 * pt[:, 0] * pt[:, 1]

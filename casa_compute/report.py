@@ -26,6 +26,7 @@ class ChunkStat:
     bytes_read: int
     seconds: float
     attempts: int = 1
+    cpu_seconds: float = 0.0
     host: str = ""
     pid: int = 0
 
@@ -75,6 +76,10 @@ class Report:
     @property
     def chunk_seconds(self) -> list[float]:
         return [s.seconds for s in self.stats]
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(s.cpu_seconds for s in self.stats)
 
     @property
     def retried(self) -> list[ChunkStat]:

@@ -71,7 +71,7 @@ def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
                   retry_wait: float = 0.2) -> _Partial:
     """Run ``processor`` on one chunk; never raises for data errors (returns a failure)."""
     schema = _schema(schema)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     errors: list[str] = []
     for attempt in range(retries + 1):
         for url, via in chunk.file.replicas:
@@ -84,7 +84,8 @@ def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
             stat = ChunkStat(index=chunk.index, dataset=chunk.file.dataset, file=url,
                              start=chunk.start, stop=chunk.stop, events=chunk.entries,
                              bytes_read=int(nbytes), seconds=time.perf_counter() - t0,
-                             attempts=attempt + 1, host=socket.gethostname(), pid=os.getpid())
+                             attempts=attempt + 1, cpu_seconds=time.process_time() - c0,
+                             host=socket.gethostname(), pid=os.getpid())
             return _Partial(output, [stat], [])
         if attempt < retries:
             time.sleep(retry_wait * 2 ** attempt)

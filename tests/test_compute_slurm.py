@@ -62,7 +62,7 @@ def test_scale_runs_equal_oracle(slurm, tmp_path):
         assert_dimuon(out)
         assert report.ok and report.events == 100_080
         tt, _ = casa_compute.run(TtbarProcessor(), {"tt": [str(NANO_TT)]}, cluster=client,
-                                 chunksize=64, progress=False)
+                                 chunksize=100, progress=False)
         sel, ht, lead = ttbar_oracle(NANO_TT)
         assert tt["tt"]["selected"] == sel
         np.testing.assert_array_equal(tt["tt"]["ht"].project("ht").values(), ht)
