@@ -1,0 +1,118 @@
+"""Write the notebooks from these cell lists (outputs stay empty in git): python notebooks/_make.py"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).parent
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+
+
+def notebook(name: str, cells: list[tuple[str, str]]) -> None:
+    NOTEBOOKS[name] = cells
+
+
+notebook("01-open-a-dataset", [
+    ("md", """# 1. Open a dataset and look at it
+
+`casa_data.open()` turns a dataset name into files, by the best delivery path the site offers.
+With the facility in a box running (`casa facility up`), the demo dataset arrives through the
+XCache; without it, from local disk."""),
+    ("code", """import awkward as ak
+import hist
+import matplotlib.pyplot as plt
+import mplhep
+import casa_data
+from casa_data.demo import generate
+
+generate()  # the demo dataset (once; seeded)
+ds = casa_data.open("demo/zmumu")
+ds"""),
+    ("code", """print(ds.describe())
+print("events:", ds.nevents)
+print("columns:", ds.available_columns())"""),
+    ("md", """Only the columns you ask for are read; a filter (a small, safe expression language) keeps
+the events you want. Every file's replicas are tried in order."""),
+    ("code", """muons = ds.to_awkward(["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge"], filter="nMuon == 2")
+print(len(muons), "events with two muons")
+muons[:3].tolist()"""),
+    ("code", """import vector
+vector.register_awkward()
+mu = ak.zip({"pt": muons.Muon_pt, "eta": muons.Muon_eta, "phi": muons.Muon_phi,
+             "mass": 0.1057 * ak.ones_like(muons.Muon_pt)}, with_name="Momentum4D")
+mass = (mu[:, 0] + mu[:, 1]).mass[muons.Muon_charge[:, 0] != muons.Muon_charge[:, 1]]
+h = hist.Hist.new.Reg(120, 0, 120, name="m", label=r"$m_{\\mu\\mu}$ [GeV]").Double().fill(ak.to_numpy(mass))
+plt.style.use(mplhep.style.CMS)
+fig, ax = plt.subplots()
+mplhep.histplot(h, ax=ax)
+ax.set_yscale("log")
+peak = h.axes[0].centers[60 + h.values()[60:].argmax()]
+assert 89 < peak < 93, peak
+print(f"Z peak at {peak:.1f} GeV")"""),
+    ("md", """The same dataset as Parquet, as Arrow record batches, and as coffea NanoEvents:"""),
+    ("code", """pq = casa_data.open("demo/zmumu-parquet")
+for batch in pq.iter_batches(["nMuon", "MET_pt"], batch_size=50_000, filter="MET_pt > 40"):
+    print(batch.num_rows, batch.schema.names)
+events = casa_data.open("demo/zmumu").events(file=0)
+print(len(events), events.Muon.fields)"""),
+    ("md", """Catalog files name real datasets and their replicas; `casa://` URLs read them through
+fsspec, uproot or pyarrow with replica failover:"""),
+    ("code", """import uproot
+lfn = ds.resolved[0].lfn
+with uproot.open(f"casa://demo/zmumu/{lfn}") as f:
+    print(f["Events"].num_entries, "entries via casa://")"""),
+])
+
+
+notebook("05-clusters", [
+    ("md", """# 5. Clusters: local, SLURM and CoffeaCasaCluster
+
+`casa_compute.cluster(kind=...)` gives a Dask cluster with the facility defaults (TLS, loopback
+listeners, short lost-worker timeout); `casa_compute.run` feeds a dataset's chunks to coffea
+processors on it."""),
+    ("code", """import casa_compute, casa_data
+from casa_compute.processors import DimuonProcessor
+from casa_data.demo import generate
+
+generate()
+ds = casa_data.open("demo/zmumu")"""),
+    ("code", """with casa_compute.cluster("local", n_workers=2) as cluster:
+    result = casa_compute.run(DimuonProcessor(), ds, cluster=cluster, chunksize=100_000)
+print(result.report)"""),
+    ("md", """**SLURM**: on a batch system the same call scales workers as jobs. Here a one-node Slurm
+(munged, slurmctld, slurmd on 127.0.0.1) is started for the notebook."""),
+    ("code", """from casa_compute.services.slurm import SlurmService
+slurm = SlurmService().start()
+try:
+    with casa_compute.cluster("slurm", cores=1, memory="1GB", queue=slurm.partition,
+                              log_directory="slurm-logs") as cluster:
+        cluster.scale(2)
+        result = casa_compute.run(DimuonProcessor(), ds, cluster=cluster)
+    print(result.report)
+finally:
+    slurm.stop()"""),
+    ("md", """**CoffeaCasaCluster** submits workers to an HTCondor pool; there is none here, so we look
+at the submit description it would send (TLS files and the token as encrypted input files)."""),
+    ("code", """from casa_compute import CoffeaCasaCluster
+cc = CoffeaCasaCluster(cores=1, memory="2GiB", disk="1GiB")
+try:
+    print(cc.job_script())
+finally:
+    cc.close()"""),
+])
+
+
+def main() -> None:
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src)
+                                 for kind, src in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, HERE / f"{name}.ipynb")
+        print(HERE / f"{name}.ipynb")
+
+
+if __name__ == "__main__":
+    main()
