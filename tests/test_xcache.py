@@ -188,12 +188,13 @@ def _read_error(dataset: str = "test/dimuon") -> BaseException:
 
 def test_token_missing_expired_wrong_scope_wrong_issuer(stack, monkeypatch, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    secrets = []
+    secrets, messages = [], []
     # missing: every source empty
     monkeypatch.delenv("BEARER_TOKEN_FILE")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     t0 = time.monotonic()
     err = _read_error()
+    messages.append(f"{err!r} {err}")
     assert isinstance(err, TokenError) and "none was found" in str(err) and "$BEARER_TOKEN" in str(err)
     assert "BEARER_TOKEN_FILE" in str(err) or "bt_u" in str(err)
     # expired, from a file: names the file and says it expired
@@ -201,6 +202,7 @@ def test_token_missing_expired_wrong_scope_wrong_issuer(stack, monkeypatch, tmp_
     secrets.append(expired)
     monkeypatch.setenv("BEARER_TOKEN_FILE", str(write_token_file(tmp_path / "expired", expired)))
     err = _read_error()
+    messages.append(f"{err!r} {err}")
     assert isinstance(err, TokenError) and "expired" in str(err) and str(tmp_path / "expired") in str(err)
     assert err.source and "BEARER_TOKEN_FILE" in err.source
     # wrong scope: the server accepts the token but refuses the path
@@ -208,6 +210,7 @@ def test_token_missing_expired_wrong_scope_wrong_issuer(stack, monkeypatch, tmp_
     secrets.append(narrow)
     monkeypatch.setenv("BEARER_TOKEN", narrow)
     err = _read_error()
+    messages.append(f"{err!r} {err}")
     assert isinstance(err, TokenError) and "does not grant" in str(err) and "/store/cms/dimuon" in str(err)
     assert "$BEARER_TOKEN" in str(err) and "storage.read:/cms/dy" in str(err)
     casa_data.open("test/dy", via="xcache").to_awkward(["nMuon"])  # ...while its own scope works
@@ -216,10 +219,12 @@ def test_token_missing_expired_wrong_scope_wrong_issuer(stack, monkeypatch, tmp_
     secrets.append(rogue)
     monkeypatch.setenv("BEARER_TOKEN", rogue)
     err = _read_error()
+    messages.append(f"{err!r} {err}")
     assert isinstance(err, TokenError) and "rejected the token" in str(err)
     assert time.monotonic() - t0 < 20
     for s in secrets:
-        assert s not in caplog.text and s.split(".")[2] not in caplog.text
+        for text in [caplog.text, *messages]:
+            assert s not in text and s.split(".")[2] not in text
 
 
 def test_token_from_runtime_dir_and_open_permissions(stack, monkeypatch, tmp_path):
