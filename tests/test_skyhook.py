@@ -313,3 +313,30 @@ def test_memory_limit_refuses_scans(env, shared_data):
         assert c.health()["status"] == "ok"
     finally:
         server.shutdown()
+
+
+def test_open_fallback_from_config_and_pickle(env, sky, shared_data, monkeypatch):
+    import pickle
+
+    from casa_data.services.base import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    cfg = env / "fallback.yaml"
+    cfg.write_text(yaml.safe_dump({"paths": {"skyhook": {"fallback": str(shared_data), "timeout": 5}}}))
+    monkeypatch.setenv("CASA_CONFIG", str(cfg))
+    reset_config()
+    ds = casa_data.open(f"skyhook://{dead}/{AGC}", via="skyhook")
+    assert ds.to_arrow(["nMuon"], filter="nMuon >= 3").equals(_local(shared_data / AGC, ["nMuon"], "nMuon >= 3"))
+    path = pickle.loads(pickle.dumps(ds.resolved[0].candidates[0].path))  # travels to Dask workers
+    assert path.options["fallback"] == str(shared_data)
+    client = pickle.loads(pickle.dumps(sky.client(token=sky.token)))
+    assert client.health()["status"] == "ok"
+
+
+def test_casa_bench_method(env, sky, shared_data, tmp_path):
+    from casa_data.bench import bench
+
+    doc = bench([str(shared_data / DY)], ["local", "skyhook"], quick=True, out_dir=tmp_path)
+    sky_bytes = doc["results"]["skyhook"]["bytes"]
+    assert sky_bytes["whole"] >= (shared_data / DY).stat().st_size  # raw bytes: no pushdown
+    assert 0 < sky_bytes["columns"] < doc["results"]["local"]["bytes"]["columns"]  # projection pushdown
