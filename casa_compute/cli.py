@@ -7,12 +7,14 @@ import typer
 from casa_data.bench.cli import bench_command
 from casa_data.cli import data_app
 
+from .compute_cli import compute_app
 from .facility.cli import facility_app
 
 app = typer.Typer(help="casa: data delivery first, compute second.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.command("bench")(bench_command)
 app.add_typer(facility_app, name="facility")
+app.add_typer(compute_app, name="compute")
 
 
 @app.command()
