@@ -166,3 +166,16 @@ def test_token_forwarded_not_printed(tmp_path, local, monkeypatch, capsys):
     assert result.output["modes"] == {"0o600"}
     captured = capsys.readouterr()
     assert secret not in captured.out + captured.err + repr(result) + str(result.report)
+
+
+def test_rntuple_equals_ttree():
+    from compute_support import DATA
+
+    rnt = DATA / "coffea" / "nano_dy_rntuple.root"
+    need(rnt, NANO_DY)
+    out, report = casa_compute.run(DimuonProcessor(), {"dy": [str(rnt)]}, chunksize=20,
+                                   progress=False)
+    n, pairs, counts = dimuon_oracle(NANO_DY)
+    assert report.events == n and len(report.stats) == 2 and report.bytes_read > 0
+    assert out["dy"]["pairs"] == pairs
+    np.testing.assert_array_equal(out["dy"]["mass"].values(), counts)
