@@ -6,6 +6,9 @@ server by :class:`~casa_data.expr.Filter`, a whitelisted AST that is never evalu
 We chose the text over Substrait because the same ``Filter`` then runs on both sides (identical
 results by construction) and because it expresses per-event reductions over jagged columns
 (``any(Muon_pt > 20)``, ``count(...)``) that Arrow expressions, hence Substrait plans, cannot.
+Tried and measured (pyarrow 26): binding a ``pyarrow.compute`` expression to a NanoAOD Parquet
+schema for Substrait fails on its ``large_list`` columns, and even on flat ones ``nMuon >= 2``
+fails ("only capable of representing unsafe casts") because uint32 vs int64 needs a cast.
 
 Errors cross the wire as a Flight error whose ``extra_info`` is JSON ``{"kind": ..., ...}`` so
 the client raises the same casa error class the client-side read would.
