@@ -27,7 +27,7 @@ class SkyhookMethod(BenchMethod):
 
         root = os.path.commonpath([str(f.local.parent) for f in ctx.files])
         self.rel = {f.local: os.path.relpath(f.local, root) for f in ctx.files}
-        self.service = SkyhookService(root, ctx.workdir / "skyhook").start()
+        self.service = SkyhookService(root).start()  # its own temporary workdir (token, log)
         self.address = self.service.address
 
     def teardown(self) -> None:
