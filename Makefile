@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.casa-installed
 # Debian packages the tests and the facility-in-a-box need (servers run on 127.0.0.1 only).
 APT_PACKAGES := xrootd-server xrootd-server-plugins xrootd-client xrootd-client-plugins \
                 xrootd-scitokens-plugins iproute2 procps gcc libc6-dev openssl \
-                slurmctld slurmd slurm-client munge
+                slurmctld slurmd slurm-client munge \
+                ceph-mon ceph-osd radosgw ceph-common
 
 .PHONY: demo test setup apt venv clean bench
 

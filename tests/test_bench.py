@@ -68,7 +68,7 @@ def test_casa_bench_quick_writes_json_and_png(clean_env):
     [ppath] = out.glob("bench-*.png")
     assert ppath.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and ppath.stat().st_size > 10_000
     doc = json.loads(jpath.read_text())
-    assert doc["meta"]["quick"] and doc["meta"]["embedded_seaweedfs"] and doc["meta"]["total_events"] == 100_000
+    assert doc["meta"]["quick"] and doc["meta"]["embedded_server"] == "seaweedfs" and doc["meta"]["total_events"] == 100_000
     _check_sane(doc, AGC.stat().st_size)
 
 
@@ -81,7 +81,7 @@ def test_bench_parquet_on_configured_endpoint(clean_env, monkeypatch):
         reset_config()
         doc = bench([str(_need(PARQUET))], quick=True, s3="s3://bench-pq/nano", columns=["Muon_pt", "Muon_eta"],
                     out_dir=clean_env / "out")
-        assert not doc["meta"]["embedded_seaweedfs"] and doc["meta"]["endpoint"] == s3.endpoint_url
+        assert doc["meta"]["embedded_server"] is None and doc["meta"]["endpoint"] == s3.endpoint_url
         assert doc["meta"]["files"][0]["urls"]["s3"] == "s3://bench-pq/nano/nano_dimuon.parquet"
         assert Path(doc["outputs"]["png"]).exists()
         _check_sane(doc, PARQUET.stat().st_size)

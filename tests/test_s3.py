@@ -252,3 +252,29 @@ def test_ingest_keeps_plain_path_entries_readable_locally(s3, env):
     remote = casa_data.open("test/plain", via="s3", catalog=cat)
     assert local.files == [str(DIMUON)] and remote.files == [res.files[0].url]
     assert local.nevents == remote.nevents == 40
+
+
+@pytest.mark.ceph
+def test_ceph_rgw_ingest_and_same_histograms(env, monkeypatch, tmp_path):
+    """The facility-like store: ingest into a single-node Ceph RGW and read back through casa."""
+    from casa_data.services.ceph import CephRGW
+
+    with CephRGW(tmp_path / "ceph") as rgw:
+        rgw.create_bucket("facility")
+        cfg = tmp_path / "ceph.yaml"
+        cfg.write_text(yaml.safe_dump({"paths": {"s3": {"endpoint_url": rgw.endpoint_url}},
+                                       "data_dir": str(tmp_path / "data")}))
+        monkeypatch.setenv("CASA_CONFIG", str(cfg))
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", rgw.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rgw.secret_key)
+        reset_config()
+        cat = _catalog(tmp_path, "test/agc", [_need(AGC)])
+        res = ingest("test/agc", "s3://facility/agc", catalog=cat, part_size=5 << 20)
+        assert res.files[0].sha256 == _sha(AGC.read_bytes())
+        remote = casa_data.open("test/agc", via="s3", catalog=cat)
+        local = casa_data.open("test/agc", via="local", catalog=cat)
+        assert np.array_equal(_hist(local), _hist(remote))
+        with pytest.raises(BucketNotFoundError, match="no-such-bucket"):
+            get_path("s3").check("s3://no-such-bucket/x")
+        with pytest.raises(AccessDeniedError):
+            get_path("s3", key=rgw.access_key, secret="wrong-secret-789").check("s3://facility/agc/open-data-example.root")

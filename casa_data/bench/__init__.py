@@ -43,7 +43,7 @@ def _slug(files: list[BenchFile]) -> str:
 
 
 def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, catalog: Any = None,
-          s3: str | None = None, embedded: bool | None = None, quick: bool = False,
+          s3: str | None = None, embedded: bool | None = None, server: str = "seaweedfs", quick: bool = False,
           reps: int | None = None, nranges: int | None = None, columns: list[str] | None = None,
           out_dir: str | os.PathLike | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Benchmark ``dataset`` (a catalog name or local files) over ``methods``.
@@ -52,7 +52,8 @@ def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, c
     ----------
     s3 : where the S3 copies live (``s3://bucket/prefix``); uploaded (checksummed) if missing.
         Default ``s3://casa-bench/<file name>``.
-    embedded : start a SeaweedFS for this run (default: when no S3 endpoint is configured).
+    embedded : start an S3 server for this run (default: when no S3 endpoint is configured).
+    server : which one: ``"seaweedfs"`` (pip) or ``"ceph-rgw"`` (Debian packages, ~25 s to boot).
     quick : 2 repetitions, 40 ranges, the first file only (for CI).
     out_dir : write ``bench-<time>.json`` and ``.png`` there; their paths are in ``doc["outputs"]``.
     """
@@ -64,28 +65,40 @@ def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, c
     reps = reps or (QUICK["reps"] if quick else 5)
     nranges = nranges or (QUICK["nranges"] if quick else 200)
     need_s3 = any(m != "local" and m.startswith("s3") for m in methods)
-    started = False
+    started: str | None = None
     with contextlib.ExitStack() as stack:
         s3_options: dict[str, Any] = {}
         if need_s3:
             configured = get_config().path_options("s3").get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
             if embedded or (embedded is None and not configured):
-                from ..services.s3 import SeaweedFS
-
-                log("starting an embedded SeaweedFS")
-                server = stack.enter_context(SeaweedFS())
-                server.create_bucket("casa-bench")
-                s3_options, started = server.path_options(), True
+                log(f"starting an embedded {server}")
+                launcher = stack.enter_context(_launcher(server))
+                launcher.create_bucket("casa-bench")
+                s3_options, started = launcher.path_options(), server
             s3 = s3 or f"s3://casa-bench/{_slug(files)}"
             _upload(files, s3, s3_options, log)
         doc = run_bench(files, methods, columns=columns, reps=reps, nranges=nranges, s3_base=s3,
                         s3_options=s3_options, log=log)
     doc["meta"]["quick"] = quick
-    doc["meta"]["embedded_seaweedfs"] = started
+    doc["meta"]["embedded_server"] = started
     if out_dir is not None:
         j, p = write_outputs(doc, out_dir)
         doc["outputs"] = {"json": str(j), "png": str(p)}
     return doc
+
+
+def _launcher(server: str):
+    if server == "seaweedfs":
+        from ..services.s3 import SeaweedFS
+
+        return SeaweedFS()
+    if server in ("ceph", "ceph-rgw"):
+        from ..services.ceph import CephRGW
+
+        return CephRGW()
+    from ..errors import CasaError
+
+    raise CasaError(f"unknown embedded S3 server {server!r}: use seaweedfs or ceph-rgw")
 
 
 def _upload(files: list[BenchFile], base: str, s3_options: dict[str, Any], log) -> None:

@@ -15,6 +15,7 @@ def bench_command(
     s3: Optional[str] = typer.Option(None, help="s3://bucket/prefix for the S3 copies (uploaded if missing)"),
     embedded: Optional[bool] = typer.Option(None, "--embedded/--no-embedded",
                                             help="start a SeaweedFS for the run (default: if no endpoint is configured)"),
+    server: str = typer.Option("seaweedfs", help="embedded S3 server: seaweedfs or ceph-rgw"),
     quick: bool = typer.Option(False, help="2 repetitions, 40 ranges, first file only (CI)"),
     reps: Optional[int] = typer.Option(None, help="repetitions (default 5)"),
     ranges: Optional[int] = typer.Option(None, help="random 64 KiB ranges per repetition (default 200)"),
@@ -36,7 +37,7 @@ def bench_command(
         return
     try:
         doc = bench(dataset or ["demo/zmumu"], [m.strip() for m in methods.split(",") if m.strip()],
-                    catalog=catalog, s3=s3, embedded=embedded, quick=quick, reps=reps, nranges=ranges,
+                    catalog=catalog, s3=s3, embedded=embedded, server=server, quick=quick, reps=reps, nranges=ranges,
                     columns=columns.split(",") if columns else None, out_dir=out,
                     log=lambda s: console.log(s))
     except CasaError as err:
