@@ -9,23 +9,26 @@ from casa_data.cli import data_app
 
 from .compute_cli import compute_app
 from .facility.cli import facility_app
+from .pipeline.cli import run_command
 
 app = typer.Typer(help="casa: data delivery first, compute second.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.command("bench")(bench_command)
 app.add_typer(facility_app, name="facility")
 app.add_typer(compute_app, name="compute")
+app.command("run")(run_command)
 
 
 @app.command()
 def demo(
     output: str = typer.Option("casa-output", help="directory for the plot"),
     dataset: str = typer.Option("demo/zmumu", help="dataset to run on"),
+    facility: bool = typer.Option(True, help="run on the facility in a box (started and stopped here)"),
 ) -> None:
-    """Generate the demo data if needed, open it and plot the dimuon mass."""
+    """The main job: facility up, dimuon mass through XCache and S3 on Dask, plot, facility down."""
     from .demo import run_demo
 
-    run_demo(dataset=dataset, output=output)
+    run_demo(dataset=dataset, output=output, facility=facility)
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chunks import Chunk, files_of, open_parquet, open_root, plan_chunks
+from .chunks import (Chunk, chunks_of, files_of, open_and_count, open_parquet, open_root,
+                     plan_chunks)
 from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
 
 __all__ = ["run", "RunResult", "Report", "RunError"]
@@ -56,8 +57,15 @@ def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
         schemaclass=schema, metadata=meta, mode="virtual").events()
 
 
-def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema):
-    """One attempt on one replica: (output, bytes read)."""
+def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, opened=None):
+    """One attempt on one replica: (output, bytes read). ``opened``: (url, ROOT handle) to reuse."""
+    if opened is not None and opened[0] == url and chunk.file.format != "parquet":
+        f = opened[1]
+        before = getattr(f, "_casa_bytes_counted", 0)
+        out = processor.process(_events(chunk, url, via, schema, f))
+        after = f.file.source.num_requested_bytes
+        f._casa_bytes_counted = after
+        return out, after - before
     if chunk.file.format == "parquet":
         pf, counted = open_parquet(url, via)
         with pf:
@@ -68,7 +76,7 @@ def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema):
 
 
 def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
-                  retry_wait: float = 0.2) -> _Partial:
+                  retry_wait: float = 0.2, opened=None) -> _Partial:
     """Run ``processor`` on one chunk; never raises for data errors (returns a failure)."""
     schema = _schema(schema)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -76,7 +84,8 @@ def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
     for attempt in range(retries + 1):
         for url, via in chunk.file.replicas:
             try:
-                output, nbytes = _process_once(processor, chunk, url, via, schema)
+                output, nbytes = _process_once(processor, chunk, url, via, schema,
+                                               opened if attempt == 0 else None)
             except Exception as e:  # noqa: BLE001 - reported with file and entry range
                 errors.append(f"{type(e).__name__}: {e}")
                 last_tb = traceback.format_exc(limit=6)
@@ -117,6 +126,25 @@ def _progress(enabled: bool, total: int, description: str):
                     transient=False)
 
 
+def facility_client():
+    """A TLS client of the facility-in-a-box's Dask scheduler (``casa facility up``)."""
+    from distributed import Client
+    from distributed.security import Security
+
+    from casa_data.config import get_config
+
+    comp = get_config().compute
+    if not comp.get("scheduler"):
+        from .clusters.base import ClusterError
+
+        raise ClusterError("no facility scheduler is configured: run `casa facility up` first "
+                           "(or pass cluster='local')")
+    tls = comp.get("tls") or {}
+    sec = Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"], tls_client_key=tls["key"],
+                   require_encryption=True) if tls else None
+    return Client(comp["scheduler"], security=sec, timeout=30)
+
+
 def _client_for(cluster):
     """(client, owned objects to close) for a Client, a cluster, a cluster kind or None."""
     from distributed import Client
@@ -124,6 +152,9 @@ def _client_for(cluster):
     if isinstance(cluster, Client):
         return cluster, []
     owned = []
+    if cluster == "facility":
+        client = facility_client()
+        return client, [client]
     if isinstance(cluster, str):
         from .clusters import cluster as make_cluster
 
@@ -135,8 +166,7 @@ def _client_for(cluster):
 
 def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=None,
         retries: int = 2, skip_bad_files: bool = False, progress: bool = True,
-        token: str | os.PathLike | None = "auto", fanin: int = 8, max_chunks: int | None = None,
-        console=None) -> RunResult:
+        token: str | os.PathLike | None = "auto", fanin: int = 8, console=None) -> RunResult:
     """Run a coffea processor over a dataset.
 
     Parameters
@@ -147,8 +177,8 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
         A ``casa_data.Dataset``, a list of them, or a coffea fileset dict.
     cluster
         None: in this process. A ``distributed.Client``, a cluster object (e.g. from
-        :func:`casa_compute.cluster`), or a kind (``"local"``, ``"slurm"``, ...), created and
-        closed here.
+        :func:`casa_compute.cluster`), a kind (``"local"``, ``"slurm"``, ...), created and
+        closed here, or ``"facility"``: the scheduler of ``casa facility up``.
     chunksize
         Maximum entries per chunk (Parquet chunks never span row groups).
     schema
@@ -171,14 +201,13 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
     items = files_of(dataset)
-    chunks, bad_files = plan_chunks(items, chunksize)
-    if max_chunks is not None:
-        chunks = chunks[:max_chunks]
-    report = Report(chunks_planned=len(chunks),
-                    bad_files={f.url: err for f, err in bad_files.items()})
+    report = Report()
     if cluster is None:
-        part = _run_local(processor, chunks, schema, retries, progress)
+        part = _run_local(processor, items, chunksize, schema, retries, progress, report)
     else:
+        chunks, bad_files = plan_chunks(items, chunksize)
+        report.chunks_planned = len(chunks)
+        report.bad_files = {f.url: err for f, err in bad_files.items()}
         part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
                          console, report)
     output = part.output
@@ -192,19 +221,37 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
     return result
 
 
-def _run_local(processor, chunks: list[Chunk], schema, retries: int, progress: bool) -> _Partial:
+def _run_local(processor, items, chunksize: int, schema, retries: int, progress: bool,
+               report: Report) -> _Partial:
+    """File by file: each file is opened once, for counting and for all of its chunks."""
     from coffea.processor import accumulate
 
     acc = _Partial()
-    with _progress(progress, len(chunks), "in-process") as bar:
-        task = bar.add_task("in-process", total=len(chunks)) if bar is not None else None
-        for chunk in chunks:
-            p = process_chunk(processor, chunk, schema, retries)
-            acc.output = accumulate([acc.output, p.output])
-            acc.stats += p.stats
-            acc.failures += p.failures
-            if bar is not None:
-                bar.advance(task)
+    with _progress(progress, len(items), "in-process") as bar:
+        task = bar.add_task("in-process", total=len(items)) if bar is not None else None
+        for item in items:
+            try:
+                count, url, via, handle = open_and_count(item, keep_open=True)
+            except Exception as e:  # noqa: BLE001 - the file is reported, the rest goes on
+                report.bad_files[item.url] = str(e)
+                count, handle = None, None
+            try:
+                chunks = ([] if count is None
+                          else chunks_of(item, count, chunksize, report.chunks_planned))
+                report.chunks_planned += len(chunks)
+                if bar is not None:  # the total was one per file until the file was opened
+                    bar.update(task, total=bar.tasks[0].total - 1 + len(chunks))
+                for chunk in chunks:
+                    p = process_chunk(processor, chunk, schema, retries,
+                                      opened=(url, handle) if handle is not None else None)
+                    acc.output = accumulate([acc.output, p.output])
+                    acc.stats += p.stats
+                    acc.failures += p.failures
+                    if bar is not None:
+                        bar.advance(task)
+            finally:
+                if handle is not None:
+                    handle.close()
     return acc
 
 

@@ -36,9 +36,14 @@ def test_demo_catalog_root_and_parquet_agree(demo_data):
 
 
 def test_casa_demo_command_writes_a_plot_with_the_z_peak(demo_data, tmp_path):
+    """What `make demo` runs: facility up, XCache and S3 paths on Dask, plot, facility down."""
+    from casa_compute import facility
+
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, (result.output, result.exception)
     assert "200,000 events read" in result.output
+    assert "identical through demo/zmumu via xcache, demo/zmumu via s3" in result.output
+    assert not facility.status()["up"]  # it stopped what it started
     png = tmp_path / "dimuon_mass.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     peak = float(result.output.split("peak at ")[1].split(" GeV")[0])
