@@ -216,13 +216,21 @@ def write_results(path: Path, args, size: int, rows, ratios) -> None:
 
 
 NOTES = """
-What limits it (see also ../shared/notes/xrootd-and-xcache.md):
-- Local reads come from the page cache (GB/s); every XRootD path pays the loopback protocol, the
-  Python bindings' per-request cost and (XCache) TLS + the proxy hop, so warm XCache >= 0.8x local
-  disk is out of reach for whole-file reads on this machine; column reads are bound by
-  decompression (uproot), which hides most of the transport cost.
-- Cold reads: the XCache fetches `pfc.blocksize` blocks from the origin and writes them to its
-  disk before (or while) serving; `pfc.prefetch` reads ahead for sequential access.
+What limits it (measured on this 2-core machine shared with other jobs; see also
+../shared/notes/xrootd-and-xcache.md):
+- **CPU, not the network.** Client, XCache and origin share 2 cores; a cold XCache read moves every
+  byte through one more process (origin -> cache -> disk -> client) than a direct read. Parallel
+  8 MiB range reads were no faster than sequential ones (cold 181 vs 215 MB/s, origin 289 vs 664).
+- **TLS.** ztn token login forces TLS on the whole connection: warm whole-file reads run at
+  ~500 MB/s with tokens vs ~1250 MB/s for the same XCache without auth (then warm ~= origin,
+  1.17x). `XRD_TLSNODATA=1` (control-only TLS) was not faster here.
+- **Local disk is the page cache** (4-6 GB/s): warm >= 0.8x local is out of reach for raw
+  whole-file reads over any XRootD path (the origin itself reaches ~0.2x); uproot column reads are
+  decompression-bound, which hides most of the transport cost, and there the ratios are near 1.
+- **Tuning tried** (pfc.blocksize/prefetch, cold, no auth, interleaved in one window, MB/s whole /
+  columns): 1M/10 222/68, 4M/10 128/55, 256k/32 184/50, 1M/0 135/51; 1M/64 172/55, 2M/32 123/55,
+  512k/64 175/51. No setting beat the default 1M/10 beyond the noise; it stays the default.
+  Sparse vector reads amplify cold traffic by up to the block size (see the notes).
 - fsspec-xrootd requests of 1-8 MiB are fastest; bigger ones are slower in the bindings.
 """
 
