@@ -342,3 +342,15 @@ def test_cli_prefetch_and_cache_status(stack):
     assert res.output.count("cached 3.6/3.6 MB (100%)") == 2, res.output
     res = runner.invoke(data_app, ["cache-status", "test/nope"])
     assert res.exit_code == 1 and "unknown dataset" in res.output
+
+
+def test_path_pickles_and_checks(stack):
+    import pickle
+
+    xc = pickle.loads(pickle.dumps(get_path("xcache")))  # paths travel to Dask workers
+    url = f"{stack.xcache_url}//store/cms/dy/nano_dy.root"
+    xc.check(url)
+    assert xc.size(url) == _local(stack, "/store/cms/dy/nano_dy.root").stat().st_size
+    assert os.environ["BEARER_TOKEN_FILE"] not in repr(xc) and "token" not in repr(xc).lower()
+    with pytest.raises(FileReadError, match="/store/cms/nope.root does not exist"):
+        xc.check(f"{stack.xcache_url}//store/cms/nope.root")
