@@ -37,6 +37,7 @@ FILES = {  # LFN under /store -> shared data file
     "cms/cold/file_b.root": "agc/open-data-example.root",
     "cms/cold/file_c.root": "agc/open-data-example.root",
     "cms/cold/file_d.root": "coffea/nano_dy.root",
+    "cms/cold/file_e.root": "coffea/nano_dy.root",
 }
 
 
@@ -129,6 +130,13 @@ def test_cache_fills_and_status(stack):
     cached = stack.cache_dir / "store/cms/cold/file_a.root"
     assert cached.is_file() and Path(str(cached) + ".cinfo").is_file()
     assert "cached" in str(f) and "100%" in str(f)
+    # Without local access to the cache, the server still tells complete files from the rest.
+    from casa_data.cache import _status
+
+    remote = get_path("xcache", cache_dir=None)
+    for lfn, complete in (("/store/cms/cold/file_a.root", True), ("/store/cms/cold/file_e.root", False)):
+        st = _status(lfn, f"{stack.xcache_url}/{lfn}", remote, None)
+        assert st.cached_bytes is None and st.complete is complete, st
 
 
 @pytest.fixture(autouse=True)
