@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FileItem", "Chunk", "files_of", "plan_chunks", "open_root", "open_parquet"]
+__all__ = ["FileItem", "Chunk", "files_of", "plan_chunks", "chunks_of", "open_and_count",
+           "open_root", "open_parquet"]
 
 
 @dataclass(frozen=True)
@@ -148,18 +149,27 @@ def open_parquet(url: str, via: str | None):
     return pq.ParquetFile(io.BufferedReader(counted, 1 << 20)), counted
 
 
-def _count(item: FileItem) -> tuple[list[int] | int, str]:
-    """Entries (ROOT) or row-group sizes (Parquet), trying replicas in order."""
+def open_and_count(item: FileItem, keep_open: bool = False):
+    """(entries or Parquet row-group sizes, url, via, open ROOT handle or None), trying replicas
+    in order; the handle is kept open only if ``keep_open`` (the caller closes it)."""
     errors = []
     for url, via in item.replicas:
         try:
             if item.format == "parquet":
-                pf, counted = open_parquet(url, via)
+                pf, _ = open_parquet(url, via)
                 with pf:
                     md = pf.metadata
-                    return [md.row_group(i).num_rows for i in range(md.num_row_groups)], url
-            with open_root(url, via) as f:
-                return int(f[item.tree].num_entries), url
+                    return [md.row_group(i).num_rows for i in range(md.num_row_groups)], url, via, None
+            f = open_root(url, via)
+            try:
+                n = int(f[item.tree].num_entries)
+            except BaseException:
+                f.close()
+                raise
+            if not keep_open:
+                f.close()
+                f = None
+            return n, url, via, f
         except Exception as e:  # noqa: BLE001 - any failure: next replica, then report the file
             errors.append(f"{url}: {type(e).__name__}: {e}")
     raise OSError("; ".join(errors))
@@ -183,7 +193,7 @@ def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8
         if item.nevents is not None and item.format != "parquet":
             return item.nevents, None
         try:
-            return _count(item)[0], None
+            return open_and_count(item)[0], None
         except Exception as e:  # noqa: BLE001
             return None, str(e)
 
@@ -195,13 +205,18 @@ def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8
         if err is not None:
             bad[item] = err
             continue
-        if isinstance(count, list):  # Parquet row groups
-            ranges, pos = [], 0
-            for n in count:
-                ranges += _split(pos, pos + n, chunksize) if n else []
-                pos += n
-        else:
-            ranges = _split(0, count, chunksize) if count else []
-        for a, b in ranges:
-            chunks.append(Chunk(len(chunks), item, a, b))
+        chunks += chunks_of(item, count, chunksize, first_index=len(chunks))
     return chunks, bad
+
+
+def chunks_of(item: FileItem, count: int | list[int], chunksize: int, first_index: int = 0
+              ) -> list[Chunk]:
+    """Even entry ranges of at most ``chunksize``; Parquet ranges never span row groups."""
+    if isinstance(count, list):  # Parquet row groups
+        ranges, pos = [], 0
+        for n in count:
+            ranges += _split(pos, pos + n, chunksize) if n else []
+            pos += n
+    else:
+        ranges = _split(0, count, chunksize) if count else []
+    return [Chunk(first_index + i, item, a, b) for i, (a, b) in enumerate(ranges)]

@@ -46,7 +46,8 @@ def test_local_cluster_equals_inprocess(local, inprocess, capsys):
                                    chunksize=40_000)
     same_output(out, inprocess.output)
     assert report.events == 100_080 and report.ok
-    assert report.bytes_read == inprocess.report.bytes_read
+    # in-process reads each file's metadata once; chunks on workers reopen their file
+    assert 0 < inprocess.report.bytes_read <= report.bytes_read
     assert len({s.pid for s in report.stats}) >= 1
     err = capsys.readouterr().err
     assert "dashboard http://127.0.0.1:" in err and "chunks" in err
