@@ -90,14 +90,14 @@ def _status(lfn: str, url: str, path: Any, size: int | None) -> CachedFile:
         return CachedFile(lfn, url, size, cached, complete)
     fs = path.filesystem(url)
     try:
-        info = fs.info(urlsplit_path(url))
+        info = fs.info(_lfn(url))
     except OSError as err:
         raise path.explain_error(url, err) from None
     complete = bool(info.get("mode", 0) & 0o777)  # XCache reports mode 0 until a file is complete
     return CachedFile(lfn, url, size or info.get("size"), None, complete)
 
 
-def urlsplit_path(url: str) -> str:
+def _lfn(url: str) -> str:
     from urllib.parse import urlsplit
 
     return "/" + urlsplit(url).path.lstrip("/")
