@@ -340,3 +340,27 @@ def test_casa_bench_method(env, sky, shared_data, tmp_path):
     sky_bytes = doc["results"]["skyhook"]["bytes"]
     assert sky_bytes["whole"] >= (shared_data / DY).stat().st_size  # raw bytes: no pushdown
     assert 0 < sky_bytes["columns"] < doc["results"]["local"]["bytes"]["columns"]  # projection pushdown
+
+
+def test_wlcg_tokens_with_path_scopes(env, shared_data, tmp_path_factory):
+    from casa_data.services.pki import TestIssuer
+
+    issuer = TestIssuer(audience="casa-skyhook")
+    with SkyhookService(shared_data, tmp_path_factory.mktemp("sky-jwt"), token=None, issuer=issuer) as s:
+        full = issuer.mint("storage.read:/")
+        assert _sky(s, AGC, token=full).to_table(["nMuon"], "nMuon >= 4").num_rows > 0
+        coffea = issuer.mint("storage.read:/coffea")
+        assert _sky(s, DY, token=coffea).to_table(["nMuon"]).num_rows == 40
+        with pytest.raises(TokenError, match=r"may not read /agc/open-data-example.root.*storage.read:/coffea"):
+            _sky(s, AGC, token=coffea).to_table(["nMuon"])
+        with pytest.raises(TokenError, match="may not read /agc"):  # a forged ticket is checked too
+            c = SkyhookClient(s.address, token=coffea, timeout=10)
+            c.read_file(AGC, fl.Ticket(casa_data.skyhook.Request(path=AGC).encode()))
+        for bad, why in [(issuer.mint(expired=True), "expired"),
+                         (issuer.mint(audience="someone-else"), "audience"),
+                         (TestIssuer(issuer=issuer.issuer, audience="casa-skyhook").mint(), "signature"),
+                         (TestIssuer(issuer="https://evil.example", audience="casa-skyhook").mint(), "not trusted")]:
+            with pytest.raises(TokenError, match=why) as err:
+                _sky(s, DY, token=bad).to_table(["nMuon"])
+            assert bad not in str(err.value)
+        assert s.client(token=full).health()["status"] == "ok"

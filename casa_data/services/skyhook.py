@@ -28,7 +28,9 @@ class SkyhookService(Service):
     Parameters
     ----------
     root : directory or ``s3://bucket/prefix`` to serve.
-    token : the accepted bearer token; ``"random"`` (default) makes one; None turns auth off.
+    token : the accepted static bearer token; ``"random"`` (default) makes one; None: none.
+    issuer : trust WLCG JWTs from this issuer (an object with ``issuer``, ``audience`` and
+        ``jwks()``, e.g. :class:`~casa_data.services.pki.TestIssuer`); scopes limit the paths.
     tls : serve TLS with a test certificate (see :attr:`ca_file`).
     max_scans, max_memory_mb, queue_timeout : the server's limits.
     s3_options : ``endpoint_url``, ``key``, ``secret`` for an ``s3://`` root.
@@ -39,7 +41,7 @@ class SkyhookService(Service):
 
     def __init__(self, root: str | os.PathLike, workdir: str | os.PathLike | None = None, *,
                  token: str | None = "random", tls: bool = False, max_scans: int = 4,
-                 max_memory_mb: int = 4096, queue_timeout: float = 30.0,
+                 max_memory_mb: int = 4096, queue_timeout: float = 30.0, issuer: Any = None,
                  s3_options: dict[str, Any] | None = None):
         super().__init__(workdir)
         self.workdir = self.workdir.resolve()  # the server runs with cwd=workdir
@@ -48,6 +50,7 @@ class SkyhookService(Service):
         self._token = secrets.token_urlsafe(32) if token == "random" else token
         self.tls, self.max_scans, self.max_memory_mb = tls, max_scans, max_memory_mb
         self.queue_timeout = queue_timeout
+        self.issuer = issuer  # a TestIssuer-like object: .issuer, .audience, .jwks()
         self._s3 = dict(s3_options or {})
         self.port = 0
         self.ca_file: str | None = None
@@ -82,6 +85,10 @@ class SkyhookService(Service):
             tok = self.workdir / "tokens"
             tok.touch(mode=0o600)
             tok.write_text(self._token + "\n")
+        if self.issuer is not None:
+            import json
+
+            (self.workdir / "jwks.json").write_text(json.dumps(self.issuer.jwks()))
         if self.tls:
             from .pki import make_test_pki
 
@@ -94,6 +101,10 @@ class SkyhookService(Service):
                 "--max-memory-mb", str(self.max_memory_mb), "--queue-timeout", str(self.queue_timeout)]
         if self._token:
             argv += ["--token-file", str(self.workdir / "tokens")]
+        if self.issuer is not None:
+            argv += ["--issuer", self.issuer.issuer, "--jwks", str(self.workdir / "jwks.json")]
+            if getattr(self.issuer, "audience", None):
+                argv += ["--audience", self.issuer.audience]
         if self._pki is not None:
             argv += ["--tls-cert", str(self._pki.server_cert), "--tls-key", str(self._pki.server_key)]
         if self._s3.get("endpoint_url"):
@@ -109,7 +120,12 @@ class SkyhookService(Service):
         return env
 
     def is_ready(self) -> bool:
-        return self.client(timeout=2.0).health()["status"] == "ok"
+        from ..errors import TokenError
+
+        try:
+            return self.client(timeout=2.0).health()["status"] == "ok"
+        except TokenError:  # JWT-only auth refused our token-less probe: it answers, so it is up
+            return True
 
     def __getstate__(self) -> dict:
         raise TypeError("a running Skyhook launcher does not pickle; pass its url() and token instead")

@@ -113,6 +113,9 @@ class SkyhookClient:
             raise TokenError(f"Skyhook server {self.address} refused {what}: {_message(err)}; casa sent "
                              f"{have}. Get a token the server accepts and put it in $BEARER_TOKEN_FILE",
                              source=self._token.source if self._token else None) from None
+        except fl.FlightUnauthorizedError as err:
+            raise TokenError(f"Skyhook server {self.address} refused {what}: {_message(err)}",
+                             source=self._token.source if self._token else None) from None
         except fl.FlightServerError as err:
             raise _from_server(err, f"skyhook://{self.address}/{what.lstrip('/')}") from None
         except fl.FlightTimedOutError as err:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -37,6 +35,7 @@ import pyarrow.flight as flight
 from .. import readers
 from ..errors import CasaError, ObjectNotFoundError
 from ..resolver import Candidate
+from .auth import BearerAuth, WLCGVerifier, authorize
 from .protocol import Request, decode, error_info, file_format
 
 __all__ = ["SkyhookServer", "Store", "main"]
@@ -97,32 +96,6 @@ class Store:
         return Candidate(self.url(rel), self.path)
 
 
-# -- auth ----------------------------------------------------------------------------------------
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.strip().encode()).digest()
-
-
-class _BearerAuth(flight.ServerMiddlewareFactory):
-    """Accept a call only with ``authorization: Bearer <one of the tokens>``."""
-
-    def __init__(self, tokens: list[str]):
-        self._digests = [_digest(t) for t in tokens if t.strip()]
-
-    def start_call(self, info, headers):
-        values = headers.get("authorization", [])
-        if not values:
-            raise flight.FlightUnauthenticatedError(
-                "this Skyhook server needs a bearer token and the request carried none")
-        for v in values:
-            v = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-            scheme, _, tok = v.partition(" ")
-            if scheme.lower() == "bearer":
-                d = _digest(tok)
-                if any(hmac.compare_digest(d, ok) for ok in self._digests):
-                    return None
-        raise flight.FlightUnauthenticatedError("the bearer token was not accepted by this Skyhook server")
-
-
 # -- the server ----------------------------------------------------------------------------------
 def _rss() -> int:
     """Resident memory of this process in bytes (Linux /proc; 0 elsewhere)."""
@@ -157,11 +130,13 @@ class SkyhookServer(flight.FlightServerBase):
     """Scans under ``root`` for Flight clients. See the module docstring."""
 
     def __init__(self, root: str, host: str = "127.0.0.1", port: int = 0, *, tokens: list[str] = (),
+                 verifier: WLCGVerifier | None = None,
                  tls: tuple[bytes, bytes] | None = None, max_scans: int = 4,
                  max_memory: int = 4 << 30, queue_timeout: float = 30.0,
                  s3_options: dict[str, Any] | None = None):
         scheme = "grpc+tls" if tls else "grpc+tcp"
-        middleware = {"auth": _BearerAuth(list(tokens))} if tokens else {}
+        auth = bool(tokens) or verifier is not None
+        middleware = {"auth": BearerAuth(list(tokens), verifier)} if auth else {}
         certs = [flight.CertKeyPair(cert=tls[0], key=tls[1])] if tls else []
         super().__init__(f"{scheme}://{host}:{port}", middleware=middleware, tls_certificates=certs)
         self.store = Store(root, s3_options)
@@ -175,6 +150,7 @@ class SkyhookServer(flight.FlightServerBase):
     @_flight_errors
     def get_flight_info(self, context, descriptor):
         req = decode(descriptor.command)
+        authorize(context, req.path)
         files = self.store.list(req.path)
         if not files:
             raise ObjectNotFoundError(f"no Parquet, Arrow or ROOT file under {req.path or '/'}")
@@ -184,6 +160,7 @@ class SkyhookServer(flight.FlightServerBase):
     @_flight_errors
     def do_get(self, context, ticket):
         req = decode(ticket.ticket)
+        authorize(context, req.path)  # tickets are client-supplied: check again
         self._acquire()
         try:
             schema, batches = self._scan(req)
@@ -205,6 +182,7 @@ class SkyhookServer(flight.FlightServerBase):
                     "rss": _rss(), "max_memory": self.max_memory}
         elif action.type in ("list", "count", "columns"):
             req = decode(action.body.to_pybytes() or b"{}")
+            authorize(context, req.path)
             files = self.store.list(req.path)
             if action.type == "list":
                 body = {"files": files, "sizes": [self._size(f) for f in files]}
@@ -221,6 +199,7 @@ class SkyhookServer(flight.FlightServerBase):
             start, end = int(rng["start"]), int(rng["end"])
             if not 0 <= start <= end or end - start > MAX_READ:
                 raise CasaError(f"byte range {start}-{end} invalid or above {MAX_READ >> 20} MB")
+            authorize(context, str(rng["path"]))
             afs, path = self.store.path.arrow_filesystem(self.store.url(str(rng["path"])))
             with afs.open_input_file(path) as f:
                 yield flight.Result(f.read_at(end - start, start))
@@ -378,7 +357,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", required=True, help="directory or s3://bucket/prefix to serve")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--token-file", help="accepted bearer tokens, one per line (no file: no auth)")
+    p.add_argument("--token-file", help="accepted static bearer tokens, one per line")
+    p.add_argument("--issuer", help="trusted WLCG token issuer (with --jwks): storage.read scopes apply")
+    p.add_argument("--jwks", help="JSON Web Key Set file of the --issuer (read once, offline)")
+    p.add_argument("--audience", help="required token audience (default: not checked)")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--max-scans", type=int, default=4)
@@ -400,10 +382,16 @@ def main(argv: list[str] | None = None) -> None:
         with open(a.tls_cert, "rb") as c, open(a.tls_key, "rb") as k:
             tls = (c.read(), k.read())
     s3 = {"endpoint_url": a.s3_endpoint} if a.s3_endpoint else {}
-    server = SkyhookServer(a.root, a.host, a.port, tokens=tokens, tls=tls, max_scans=a.max_scans,
+    verifier = None
+    if a.issuer or a.jwks:
+        if not (a.issuer and a.jwks):
+            p.error("WLCG tokens need both --issuer and --jwks")
+        with open(a.jwks) as f:
+            verifier = WLCGVerifier(a.issuer, json.load(f), a.audience)
+    server = SkyhookServer(a.root, a.host, a.port, tokens=tokens, verifier=verifier, tls=tls, max_scans=a.max_scans,
                            max_memory=a.max_memory_mb << 20, queue_timeout=a.queue_timeout, s3_options=s3)
     print(f"casa-skyhook listening on {server.location.uri.decode()} (root {a.root}, "
-          f"auth {'on' if tokens else 'off'}, tls {'on' if tls else 'off'})", flush=True)
+          f"auth {'on' if tokens or verifier else 'off'}, tls {'on' if tls else 'off'})", flush=True)
     server.serve()
 
 
