@@ -220,3 +220,38 @@ def chunks_of(item: FileItem, count: int | list[int], chunksize: int, first_inde
     else:
         ranges = _split(0, count, chunksize) if count else []
     return [Chunk(first_index + i, item, a, b) for i, (a, b) in enumerate(ranges)]
+
+
+@dataclass(frozen=True)
+class ArrowChunk(Chunk):
+    """Events delivered as Arrow (ServiceX, Skyhook, ``Dataset.iter_batches``): the data travel
+    with the chunk. ``start``/``stop`` count events in the stream."""
+
+    table: Any = field(default=None, hash=False, compare=False, repr=False)
+
+
+def is_arrow(data: Any) -> bool:
+    """A pyarrow Table/RecordBatch, or an iterator (not a list/dict/Dataset) of them."""
+    import sys
+
+    pa = sys.modules.get("pyarrow")
+    if pa is not None and isinstance(data, (pa.Table, pa.RecordBatch)):
+        return True
+    return hasattr(data, "__next__")
+
+
+def arrow_chunks(data: Any, dataset: str = "arrow", chunksize: int | None = None):
+    """Yield :class:`ArrowChunk` from a Table, a RecordBatch or an iterator of them."""
+    import pyarrow as pa
+
+    items = [data] if isinstance(data, (pa.Table, pa.RecordBatch)) else data
+    pos = index = 0
+    item = FileItem(dataset=dataset, replicas=((f"arrow:{dataset}", "arrow"),), format="arrow")
+    for batch in items:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        step = chunksize or max(1, table.num_rows)
+        for off in range(0, table.num_rows, step):
+            part = table.slice(off, step)
+            yield ArrowChunk(index, item, pos, pos + part.num_rows, table=part)
+            index += 1
+            pos += part.num_rows

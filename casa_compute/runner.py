@@ -19,8 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chunks import (Chunk, chunks_of, files_of, open_and_count, open_parquet, open_root,
-                     plan_chunks)
+from .chunks import (Chunk, arrow_chunks, chunks_of, files_of, is_arrow, open_and_count,
+                     open_parquet, open_root, plan_chunks)
 from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
 
 __all__ = ["run", "RunResult", "Report", "RunError"]
@@ -57,8 +57,26 @@ def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
         schemaclass=schema, metadata=meta, mode="virtual").events()
 
 
+def _arrow_events(chunk, schema):
+    """NanoEvents over an Arrow table (through an in-memory Parquet buffer coffea can read)."""
+    import io
+
+    import pyarrow.parquet as pq
+    from coffea.nanoevents import NanoEventsFactory
+
+    buf = io.BytesIO()
+    pq.write_table(chunk.table, buf)
+    buf.seek(0)
+    meta = {**chunk.file.metadata, "dataset": chunk.file.dataset, "filename": chunk.file.url,
+            "entrystart": chunk.start, "entrystop": chunk.stop}
+    return NanoEventsFactory.from_parquet(pq.ParquetFile(buf), schemaclass=schema, metadata=meta,
+                                          mode="virtual").events()
+
+
 def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, opened=None):
     """One attempt on one replica: (output, bytes read). ``opened``: (url, ROOT handle) to reuse."""
+    if chunk.file.format == "arrow":
+        return processor.process(_arrow_events(chunk, schema)), int(chunk.table.nbytes)
     if opened is not None and opened[0] == url and chunk.file.format != "parquet":
         f = opened[1]
         before = getattr(f, "_casa_bytes_counted", 0)
@@ -166,7 +184,8 @@ def _client_for(cluster):
 
 def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=None,
         retries: int = 2, skip_bad_files: bool = False, progress: bool = True,
-        token: str | os.PathLike | None = "auto", fanin: int = 8, console=None) -> RunResult:
+        token: str | os.PathLike | None = "auto", fanin: int = 8, dataset_name: str | None = None,
+        console=None) -> RunResult:
     """Run a coffea processor over a dataset.
 
     Parameters
@@ -174,7 +193,9 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
     processor : coffea.processor.ProcessorABC
         ``process(events)`` is called per chunk; ``postprocess`` once on the merged output.
     dataset
-        A ``casa_data.Dataset``, a list of them, or a coffea fileset dict.
+        A ``casa_data.Dataset``, a list of them, a coffea fileset dict, or Arrow data (a
+        ``pyarrow.Table``/``RecordBatch`` or an iterator of them, e.g. ``ds.iter_batches(...)``
+        from the ServiceX and Skyhook paths; named ``dataset_name``).
     cluster
         None: in this process. A ``distributed.Client``, a cluster object (e.g. from
         :func:`casa_compute.cluster`), a kind (``"local"``, ``"slurm"``, ...), created and
@@ -200,8 +221,17 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
 
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
-    items = files_of(dataset)
     report = Report()
+    if is_arrow(dataset):
+        chunks = arrow_chunks(dataset, dataset_name or "arrow", chunksize)
+        if cluster is None:
+            part = merge(*(process_chunk(processor, c, schema, retries) for c in chunks))
+        else:
+            part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
+                             console, report)
+        report.chunks_planned = len(part.stats) + len(part.failures)
+        return _finish(processor, part, report, t0, skip_bad_files)
+    items = files_of(dataset)
     if cluster is None:
         part = _run_local(processor, items, chunksize, schema, retries, progress, report)
     else:
@@ -210,6 +240,10 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
         report.bad_files = {f.url: err for f, err in bad_files.items()}
         part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
                          console, report)
+    return _finish(processor, part, report, t0, skip_bad_files)
+
+
+def _finish(processor, part: _Partial, report: Report, t0: float, skip_bad_files: bool):
     output = part.output
     if output is not None and hasattr(processor, "postprocess"):
         post = processor.postprocess(output)
@@ -264,14 +298,18 @@ def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fani
     client, owned = _client_for(cluster)
     try:
         report.dashboard = client.dashboard_link
-        console.print(f"[bold]casa[/bold]: {len(chunks)} chunks on {client.scheduler.address}; "
+        console.print(f"[bold]casa[/bold]: running on {client.scheduler.address}; "
                       f"dashboard {client.dashboard_link}")
         tok = find_token(token)
         if tok is not None:
             client.register_plugin(TokenPlugin.from_file(tok), name="casa-bearer-token")
         run_id = uuid.uuid4().hex[:10]
-        futs = [client.submit(process_chunk, processor, c, schema, retries, pure=False,
-                              key=f"casa-chunk-{c.index}-{run_id}") for c in chunks]
+        submitted, futs = [], []
+        for c in chunks:  # may be a stream (Arrow batches): submit as they arrive
+            submitted.append(c)
+            futs.append(client.submit(process_chunk, processor, c, schema, retries, pure=False,
+                                      key=f"casa-chunk-{c.index}-{run_id}"))
+        chunks = submitted
         level, depth = list(futs), 0
         while len(level) > 1:
             depth += 1

@@ -65,6 +65,9 @@ class CasaSLURMCluster(FacilityDefaults, SLURMCluster):
                 shutil.copyfile(tok, copy)
                 os.chmod(copy, 0o600)
                 prologue.insert(0, f"export BEARER_TOKEN_FILE={copy}")
+            logs = job_kwargs.pop("log_directory", None) or dask.config.get(f"{cfg}.log-directory")
+            if logs:
+                job_kwargs["log_directory"] = os.path.expandvars(os.path.expanduser(logs))
             sec = self._casa_security
             super().__init__(security=sec, protocol="tls://" if sec is not None else None,
                              scheduler_options=opts, worker_extra_args=args,
