@@ -364,3 +364,17 @@ def test_wlcg_tokens_with_path_scopes(env, shared_data, tmp_path_factory):
                 _sky(s, DY, token=bad).to_table(["nMuon"])
             assert bad not in str(err.value)
         assert s.client(token=full).health()["status"] == "ok"
+
+
+def test_action_errors_are_clear(env, sky):
+    c = sky.client(token=sky.token)
+    with pytest.raises(ServiceError, match="unknown action 'drop'"):
+        c.action("drop")
+    with pytest.raises(ServiceError, match="read action takes JSON"):
+        c.action("read", {"path": AGC})
+    with pytest.raises(ObjectNotFoundError, match="does not exist"):
+        c.action("columns", {"path": "agc/nothing.root"})
+    with pytest.raises(casa_data.errors.FileReadError, match="no tree 'Nope'"):
+        c.action("count", {"path": AGC, "tree": "Nope"})
+    assert c.action("count", {"path": AGC})["events"] == 100_000
+    assert c.health()["status"] == "ok"

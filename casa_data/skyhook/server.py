@@ -175,38 +175,42 @@ class SkyhookServer(flight.FlightServerBase):
                 ("count", "events under a path"), ("columns", "columns of the first file"),
                 ("read", "raw bytes of a file (no pushdown)")]
 
-    @_flight_errors
     def do_action(self, context, action):
-        if action.type == "health":
-            body = {"status": "ok", "scans": self._running, "max_scans": self.max_scans,
-                    "rss": _rss(), "max_memory": self.max_memory}
-        elif action.type in ("list", "count", "columns"):
-            req = decode(action.body.to_pybytes() or b"{}")
-            authorize(context, req.path)
-            files = self.store.list(req.path)
-            if action.type == "list":
-                body = {"files": files, "sizes": [self._size(f) for f in files]}
-            elif action.type == "count":
-                body = {"events": sum(readers.count_events(self.store.candidate(f), file_format(f) or "",
-                                                           req.tree) for f in files)}
-            else:
-                if not files:
-                    raise ObjectNotFoundError(f"no data file under {req.path or '/'}")
-                body = {"columns": readers.available_columns(self.store.candidate(files[0]),
-                                                             file_format(files[0]) or "", req.tree)}
-        elif action.type == "read":  # raw bytes, for the fsspec face (no pushdown)
-            rng = json.loads(action.body.to_pybytes())
-            start, end = int(rng["start"]), int(rng["end"])
+        return [flight.Result(self._action(context, action.type, action.body.to_pybytes()))]
+
+    @_flight_errors
+    def _action(self, context, kind: str, raw: bytes) -> bytes:
+        if kind == "health":
+            return json.dumps({"status": "ok", "scans": self._running, "max_scans": self.max_scans,
+                               "rss": _rss(), "max_memory": self.max_memory}).encode()
+        if kind == "read":  # raw bytes, for the fsspec face (no pushdown)
+            try:
+                rng = json.loads(raw)
+                rel, start, end = str(rng["path"]), int(rng["start"]), int(rng["end"])
+            except (ValueError, KeyError, TypeError):
+                raise CasaError('the read action takes JSON {"path": ..., "start": ..., "end": ...}') from None
             if not 0 <= start <= end or end - start > MAX_READ:
                 raise CasaError(f"byte range {start}-{end} invalid or above {MAX_READ >> 20} MB")
-            authorize(context, str(rng["path"]))
-            afs, path = self.store.path.arrow_filesystem(self.store.url(str(rng["path"])))
+            authorize(context, rel)
+            afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
             with afs.open_input_file(path) as f:
-                yield flight.Result(f.read_at(end - start, start))
-            return
+                return f.read_at(end - start, start)
+        if kind not in ("list", "count", "columns"):
+            raise CasaError(f"unknown action {kind!r}; known: health, list, count, columns, read")
+        req = decode(raw or b"{}")
+        authorize(context, req.path)
+        files = self.store.list(req.path)
+        if kind == "list":
+            body: dict[str, Any] = {"files": files, "sizes": [self._size(f) for f in files]}
+        elif kind == "count":
+            body = {"events": sum(readers.count_events(self.store.candidate(f), file_format(f) or "", req.tree)
+                                  for f in files)}
         else:
-            raise CasaError(f"unknown action {action.type!r}; known: health, list, count, columns, read")
-        yield flight.Result(json.dumps(body).encode())
+            if not files:
+                raise ObjectNotFoundError(f"no data file under {req.path or '/'}")
+            body = {"columns": readers.available_columns(self.store.candidate(files[0]),
+                                                         file_format(files[0]) or "", req.tree)}
+        return json.dumps(body).encode()
 
     def _size(self, rel: str) -> int:
         afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
