@@ -12,7 +12,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_identity", "cache_key", "load_cached", "store"]
+__all__ = ["file_identity", "input_identity", "cache_key", "load_cached", "store"]
 
 CACHE_FILE = ".casa-cache.pkl"
 # Bump when the processor's semantics change, so old caches are not reused.
@@ -30,6 +30,19 @@ def file_identity(candidate) -> dict[str, Any]:
         if info.get(k) is not None:
             ident[k.lower()] = str(info[k])
     return ident
+
+
+def input_identity(resolved) -> dict[str, Any]:
+    """The identity of a resolved file: that of its first replica that answers (as reads fail over)."""
+    errors = []
+    for cand in resolved.candidates:
+        try:
+            return file_identity(cand)
+        except Exception as err:  # noqa: BLE001 - the next replica may answer
+            errors.append(f"{cand.url}: {type(err).__name__}: {err}")
+    from casa_data.errors import ReplicaError
+
+    raise ReplicaError(resolved.lfn, [(e.split(": ", 1)[0], e.split(": ", 1)[1]) for e in errors])
 
 
 def cache_key(spec_hash: str, inputs: dict[str, list[dict]], extra: dict | None = None) -> str:

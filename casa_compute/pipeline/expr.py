@@ -96,18 +96,21 @@ class Expr:
         self.text = str(text).strip()
         if not self.text:
             raise self.where.error("empty expression")
-        try:  # parenthesised on its own lines: multi-line text parses, line 2 is text line 1
-            body = ast.parse(f"(\n{self.text}\n)", mode="eval").body
+        multi = "\n" in self.text
+        # Multi-line text is parsed parenthesised on its own lines (line 2 is text line 1).
+        source, shift = (f"(\n{self.text}\n)", 1) if multi else (self.text, 0)
+        try:
+            body = ast.parse(source, mode="eval").body
         except SyntaxError as err:
-            lineno = max(1, (err.lineno or 2) - 1)
-            col = max(0, (err.offset or 1) - 1)
-            if (err.lineno or 0) > len(self.text.splitlines()) + 1:  # error at the closing paren
-                lineno, col = len(self.text.splitlines()), len(self.text.splitlines()[-1])
-            raise self.where.error(f"syntax error: {err.msg}", lineno, col) from None
-        for node in ast.walk(body):
-            if hasattr(node, "lineno"):
-                node.lineno -= 1
-                node.end_lineno = (node.end_lineno or 2) - 1
+            lines = self.text.splitlines()
+            lineno = min(max(1, (err.lineno or 1) - shift), len(lines))
+            col = max(0, (err.offset or 1) - 1) if (err.lineno or 1) - shift >= 1 else 0
+            raise self.where.error(f"syntax error: {err.msg}", lineno, min(col, len(lines[lineno - 1]))) from None
+        if shift:
+            for node in ast.walk(body):
+                if hasattr(node, "lineno"):
+                    node.lineno -= shift
+                    node.end_lineno = (node.end_lineno or 1 + shift) - shift
         self.tree = body
         self._grammar(body)
 
@@ -119,7 +122,10 @@ class Expr:
         """A located error about ``node`` (or the whole expression)."""
         if node is None or not hasattr(node, "lineno"):
             return self.where.error(message)
-        return self.where.error(message, node.lineno, node.col_offset)
+        col = node.col_offset
+        if isinstance(node, ast.Attribute) and node.end_lineno == node.lineno:
+            col = node.end_col_offset - len(node.attr)  # point at the field, not the object
+        return self.where.error(message, node.lineno, col)
 
     def _grammar(self, node: ast.AST) -> None:
         if isinstance(node, ast.BoolOp):

@@ -25,7 +25,10 @@ def _per_dataset(name: str, h: hist.Hist) -> dict[str, hist.Hist]:
 
 def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, Any],
                   formats: list[str]) -> list[str]:
-    """Write the requested formats into ``outdir``; returns the file names written."""
+    """Write the requested formats into ``outdir``; returns the file names written.
+
+    ``summary`` gains ``outputs`` (the files) and ``output_notes`` (what could not be written).
+    """
     outdir.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     notes: list[str] = []
@@ -51,9 +54,10 @@ def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, 
             if png:
                 written.append(png)
     if "json" in formats:
-        summary = {**summary, "outputs": written + ["summary.json"], "output_notes": notes}
-        (outdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         written.append("summary.json")
+    summary["outputs"], summary["output_notes"] = list(written), notes
+    if "json" in formats:
+        (outdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return written
 
 

@@ -69,13 +69,18 @@ def _via(pipe: Pipeline, label: str, override: str | None) -> tuple[str | None, 
     return (None if v == "auto" else v), ("delivery", "via")
 
 
-def plan(pipe: Pipeline, *, via: str | None = None, catalog=None) -> Plan:
-    """Open every dataset, check the spec against its columns, derive columns and pre-filter."""
+def _catalogs(pipe: Pipeline, catalog) -> list[str]:
+    extra = [os.fspath(c) for c in catalog] if isinstance(catalog, (list, tuple)) else \
+        [os.fspath(catalog)] if catalog else []
+    return extra + pipe.catalogs()
+
+
+def open_datasets(pipe: Pipeline, *, via: str | None = None, catalog=None) -> dict[str, tuple[Any, str | None]]:
+    """``{label: (casa_data.Dataset, via)}``: every dataset resolved (no file is opened)."""
     from casa_data.paths import available_paths
 
-    catalogs = pipe.catalogs() + ([os.fspath(c) for c in catalog] if isinstance(catalog, (list, tuple))
-                                  else [os.fspath(catalog)] if catalog else [])
-    out: dict[str, DatasetPlan] = {}
+    catalogs = _catalogs(pipe, catalog) or None
+    out = {}
     for label, d in pipe.spec.datasets.items():
         v, vloc = _via(pipe, label, via)
         if v is not None and (v not in available_paths() or v not in _FILE_PATHS):
@@ -84,19 +89,37 @@ def plan(pipe: Pipeline, *, via: str | None = None, catalog=None) -> Plan:
                    "use one of those or via: auto")
             raise pipe.error(vloc, msg) if vloc else PipelineError(msg)
         try:
-            ds = casa_data.open(d.dataset, via=v, catalog=catalogs or None)
-            schema = Schema.from_columns(ds.available_columns())
+            out[label] = (casa_data.open(d.dataset, via=v, catalog=catalogs), v)
         except DatasetNotFoundError as err:
             raise pipe.error(("datasets", label, "dataset"), str(err)) from None
         except CasaError as err:
             raise (pipe.error(vloc, str(err)) if vloc else PipelineError(f"{label}: {err}")) from None
+    return out
+
+
+def plan(pipe: Pipeline, *, via: str | None = None, catalog=None, opened=None) -> Plan:
+    """Check the spec against each dataset's columns; derive the column list and the pre-filter."""
+    from casa_data.dataset import Dataset
+    from casa_data.expr import Filter
+
+    opened = opened or open_datasets(pipe, via=via, catalog=catalog)
+    out: dict[str, DatasetPlan] = {}
+    for label, (ds, v) in opened.items():
+        d = pipe.spec.datasets[label]
+        try:
+            schema = Schema.from_columns(ds.available_columns())
+            nevents = ds.nevents  # also spares the runner from counting again
+        except CasaError as err:
+            raise pipe.error(("datasets", label, "dataset"), f"cannot read {ds.name}: {err}") from None
         ch = Checker(pipe, schema, label, ds.name).run()
         pre = pushdown_filter(ch)
-        cols = sorted(ch.columns | (casa_data.Filter(pre).columns if pre else set()))
-        ds = casa_data.open(d.dataset, columns=cols, filter=pre, via=v, catalog=catalogs or None)
+        cols = sorted(ch.columns | (Filter(pre).columns if pre else set()))
+        # What casa_data.open(name, columns=cols, filter=pre) gives, on the files already resolved.
+        ds = Dataset(ds.spec, ds.resolved, columns=cols, filter=Filter(pre) if pre else None, via=v,
+                     errors=ds.errors)
         norm = None
         if d.xsec is not None:
-            denom = None if d.normalize == "weights" else (d.nevents or ds.nevents)
+            denom = None if d.normalize == "weights" else (d.nevents or nevents)
             norm = (d.xsec * (d.lumi or pipe.spec.lumi), denom)
         out[label] = DatasetPlan(label, ds, v, cols, pre, ch.notes, norm)
     return Plan(pipe, out)
@@ -129,16 +152,16 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     t0 = time.perf_counter()
     pipe = spec if isinstance(spec, Pipeline) else load_spec(spec)
     s = pipe.spec
-    p = plan(pipe, via=via, catalog=catalog)
+    opened = open_datasets(pipe, via=via, catalog=catalog)
     outdir = Path(output or s.outputs.directory or Path("casa-output") / s.name)
-    inputs = {lab: [cache.file_identity(f.candidates[0]) for f in d.dataset.resolved]
-              for lab, d in p.datasets.items()}
+    inputs = {lab: [cache.input_identity(f) for f in ds.resolved] for lab, (ds, _) in opened.items()}
     key = cache.cache_key(pipe.hash, inputs, {"formats": s.outputs.formats})
     if not force:
         hit = cache.load_cached(outdir, key)
         if hit is not None:
             summary = {**hit["summary"], "cached": True, "seconds_to_answer": time.perf_counter() - t0}
             return PipelineResult(hit["hists"], summary, outdir, True)
+    p = plan(pipe, opened=opened)
 
     from casa_compute.runner import run
 
@@ -160,7 +183,8 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
         cf = cutflows.get(lab, {CUTFLOW_ALL: 0})
         steps = [k for k in s.selection.events if k in cf]
         datasets[lab] = {
-            "dataset": d.dataset.name, "via": d.via or "auto", "files": d.dataset.files,
+            "dataset": d.dataset.name, "via": d.dataset.resolved[0].candidates[0].via if d.dataset.resolved
+            else d.via, "files": d.dataset.files,
             "events_in": sum(st.events for st in stats),
             "events_out": cf[steps[-1]] if steps else cf.get(CUTFLOW_ALL, 0),
             "cutflow": cf, "bytes_read": sum(st.bytes_read for st in stats),
@@ -184,6 +208,6 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     from .outputs import write_outputs
 
     summary["seconds"] = round(time.perf_counter() - t0, 4)
-    files = write_outputs(outdir, hists, summary, s.outputs.formats)
+    files = write_outputs(outdir, hists, summary, s.outputs.formats)  # adds "outputs" to summary
     cache.store(outdir, key, {"hists": hists, "summary": summary, "files": files})
     return PipelineResult(hists, summary, outdir, False)

@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
+                      field_validator, model_validator)
 
 from casa_data.errors import close_matches
-from casa_data.yamlspec import load_yaml, locate, validate_yaml
+from casa_data.yamlspec import load_yaml, locate
 
 from .expr import Expr, PipelineError, Where, located
 
@@ -218,7 +218,18 @@ def load_spec(path: str | os.PathLike) -> Pipeline:
     data, node = load_yaml(path, error=PipelineError)
     if not isinstance(data, dict):
         raise PipelineError(f"{path}:1:1: a pipeline spec is a mapping with name, datasets, histograms, ...")
-    spec = validate_yaml(PipelineSpec, data, path, node, error=PipelineError)
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as err:
+        msgs = []
+        for e in err.errors():
+            pos = locate(node, tuple(e["loc"])) or (None, None)
+            parent = _node_at(node, tuple(e["loc"])[:-1])
+            if e["type"] == "extra_forbidden" and isinstance(parent, yaml.MappingNode):
+                key = next((k for k, _ in parent.value if k.value == str(e["loc"][-1])), None)
+                pos = (key.start_mark.line + 1, key.start_mark.column + 1) if key is not None else pos
+            msgs.append(located(path, *pos, e["msg"], ".".join(str(x) for x in e["loc"])))
+        raise PipelineError("\n".join(msgs)) from None
     pipe = Pipeline(spec, path, node)
     _check_names(pipe)
     for label, d in spec.datasets.items():
