@@ -50,6 +50,7 @@ def _check_sane(doc: dict, size: int) -> None:
         assert nranges * rsize <= b["ranges"] <= nranges * (rsize + HEADERS) + 16 * HEADERS, (name, b)
         assert b["columns"] >= 0.95 * res["local"]["bytes"]["columns"], (name, b)
         assert res[name]["range_latency_ms"]["n"] == meta["reps"] * nranges
+        assert len(res[name]["ranges_batched_ms"]["runs"]) == meta["reps"]
         for key in ("whole_mb_s", "columns_events_s"):
             s = res[name][key]
             assert len(s["runs"]) == meta["reps"] and s["min"] <= s["median"] <= s["max"] and s["median"] > 0

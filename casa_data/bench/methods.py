@@ -4,7 +4,8 @@ To add a method (XRootD, XCache cold/warm, ServiceX, Skyhook, ...):
 
 1. Subclass :class:`BenchMethod`; set ``name`` and ``description``.
 2. Implement :meth:`~BenchMethod.read_whole`, :meth:`~BenchMethod.read_columns` and
-   :meth:`~BenchMethod.read_range` for a :class:`BenchFile`.
+   :meth:`~BenchMethod.read_range` for a :class:`BenchFile` (and, if the path has a vector
+   read, :meth:`~BenchMethod.read_ranges`).
 3. Optionally override :meth:`~BenchMethod.setup` (copy the files where the method reads them,
    start a service) and :meth:`~BenchMethod.teardown`, and :meth:`~BenchMethod.counting`, a
    context manager for one untimed pass that counts the bytes the method transfers (by default
@@ -81,6 +82,10 @@ class BenchMethod(ABC):
     @abstractmethod
     def read_range(self, f: BenchFile, start: int, length: int) -> int:
         """Read one byte range of ``f``; return the bytes read."""
+
+    def read_ranges(self, items: list[tuple[BenchFile, int, int]]) -> int:
+        """Read many ranges as one vector read, as uproot does (default: one by one)."""
+        return sum(self.read_range(f, start, length) for f, start, length in items)
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:

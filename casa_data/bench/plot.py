@@ -17,7 +17,7 @@ def plot(doc: dict[str, Any], path: str | Path) -> Path:
     res = doc["results"]
     names = list(res)
     x = range(len(names))
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4))
 
     def bars(ax, key, scale, title):
         med = [res[n][key]["median"] * scale for n in names]
@@ -34,11 +34,12 @@ def plot(doc: dict[str, Any], path: str | Path) -> Path:
     axes[2].bar([i + 0.2 for i in x], p99, 0.4, label="p99")
     axes[2].set_title(f"{doc['meta']['range_size'] >> 10} KiB range latency, ms")
     axes[2].legend(fontsize=8)
+    bars(axes[3], "ranges_batched_ms", 1, f"{doc['meta']['nranges']} ranges as one vector read, ms")
     for i, what in enumerate(("whole", "columns", "ranges")):
-        axes[3].bar([j + (i - 1) * 0.27 for j in x], [res[n]["bytes"].get(what, 0) / 1e6 for n in names],
+        axes[4].bar([j + (i - 1) * 0.27 for j in x], [res[n]["bytes"].get(what, 0) / 1e6 for n in names],
                     0.27, label=what)
-    axes[3].set_title("bytes transferred, MB")
-    axes[3].legend(loc="lower center", fontsize=8)
+    axes[4].set_title("bytes transferred, MB")
+    axes[4].legend(loc="lower center", fontsize=8)
     for ax in axes:
         ax.set_xticks(list(x), names, rotation=20)
     meta = doc["meta"]
