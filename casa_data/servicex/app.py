@@ -22,12 +22,12 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import shutil
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -64,7 +64,8 @@ class Settings:
         self.public = f"{public_host}:{port}"
         # The key pair of the local S3 subset: handed out in the status like ServiceX's MinIO keys.
         self.local_key = "casa-" + hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:12]
-        self._jwt_key = secrets.token_bytes(32)
+        # Derived from the refresh token, so access tokens survive a restart of the endpoint.
+        self._jwt_key = hashlib.sha256(b"casa-servicex-jwt\0" + self._refresh.encode()).digest()
 
 
 # -- JWT (HS256), stdlib only ---------------------------------------------------------------------
@@ -97,6 +98,8 @@ class Scheduler:
         self.pool = ProcessPoolExecutor(settings.workers, mp_context=get_context("spawn"))
         self.futures: dict[tuple[str, int], Future] = {}
         self._lock = threading.Lock()
+        self._deaths: dict[tuple[str, int], int] = {}
+        self._closing = self._rebuilding = False
         self.warm = [self.pool.submit(warm) for _ in range(settings.workers)]
 
     @property
@@ -127,10 +130,11 @@ class Scheduler:
             job = {"candidates": f["candidates"], "codegen": req["codegen"], "code": req["code"],
                    "tree": req["tree"], "result_format": req["result_format"], "object": f["object"],
                    "output": out}
-            fut = self.pool.submit(run_file, job)
             key = (request_id, f["file_id"])
             with self._lock:
-                self.futures[key] = fut
+                if key in self.futures:
+                    continue
+                fut = self.futures[key] = self.pool.submit(run_file, job)
             fut.add_done_callback(lambda fut, key=key, lfn=f["lfn"]: self._done(key, lfn, fut))
         self._maybe_finish(request_id)
 
@@ -141,8 +145,12 @@ class Scheduler:
             return
         try:
             result = fut.result()
-        except Exception as err:  # a crashed worker (killed, out of memory)
-            result = {"ok": False, "error": f"the transform worker died: {type(err).__name__}: {err}"}
+        except BrokenProcessPool:  # a worker was killed: retry on a new pool, or resume after restart
+            if not self._worker_died(key):
+                return
+            result = {"ok": False, "error": "the transform worker died twice on this file (killed, or out of memory?)"}
+        except Exception as err:  # noqa: BLE001 - e.g. the job could not be pickled
+            result = {"ok": False, "error": f"the transform could not run: {type(err).__name__}: {err}"}
         if not result["ok"]:
             log.warning("request %s: %s failed: %s", key[0], lfn, result["error"])
         self.store.file_done(key[0], key[1], result)
@@ -154,6 +162,31 @@ class Scheduler:
             return
         ok = req["files_completed"] > 0 or req["files"] == 0
         self.store.set_status(request_id, "Complete" if ok else "Fatal")
+
+    def _worker_died(self, key: tuple[str, int]) -> bool:
+        """Leave the file pending and rebuild the pool; True once it killed two workers."""
+        with self._lock:
+            if self._closing:  # shutting down (SIGTERM reaches workers too): resume on restart
+                return False
+            self._deaths[key] = self._deaths.get(key, 0) + 1
+            if self._deaths[key] > 2:
+                return True
+            if not self._rebuilding:
+                self._rebuilding = True
+                t = threading.Timer(0.5, self._rebuild)
+                t.daemon = True
+                t.start()
+        return False
+
+    def _rebuild(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = ProcessPoolExecutor(self.settings.workers, mp_context=get_context("spawn"))
+            self._rebuilding = False
+        log.warning("a transform worker died; restarted the pool and re-queued unfinished files")
+        self.resume()
 
     def cancel(self, request_id: str) -> None:
         with self._lock:
@@ -168,6 +201,8 @@ class Scheduler:
             self.dispatch(rid)
 
     def shutdown(self) -> None:
+        with self._lock:
+            self._closing = True
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -184,6 +219,11 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="casa ServiceX endpoint", version=APP_VERSION, lifespan=lifespan)
     app.state.store, app.state.sched = store, sched
     sched.resume()
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # The servicex client shows "message" (ServiceX's key); FastAPI's "detail" kept too.
+        return JSONResponse({"message": exc.detail, "detail": exc.detail}, status_code=exc.status_code)
 
     def auth(request: Request) -> None:
         if not settings._refresh:

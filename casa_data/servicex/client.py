@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -224,16 +225,6 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
     offered = info.get("code-gen-image", {})
     if codegen not in offered:
         raise QueryError(f"codegen {codegen!r} is not offered by {url}; it has: {', '.join(sorted(offered))}")
-    from .transform import CODEGENS, QueryError as _BadQuery, compile_query
-
-    out_tree = "servicex"
-    if codegen in CODEGENS:
-        try:
-            _, first_tree = compile_query(codegen, selection, "parquet" if fmt == "parquet" else "root-file")
-        except _BadQuery as err:
-            raise QueryError(f"query rejected before submitting: {err}") from None
-        if codegen == "uproot-raw" and first_tree:
-            out_tree = first_tree
     did, name, _ = _dataset(dataset, catalog, caps, tree, nfiles)
     title = f"{name} {uuid.uuid4().hex[:8]}"  # unique: finds the request later (not part of the cache key)
 
@@ -249,6 +240,16 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
     attached = None if ignore_cache else _repair_cache(client, key)
     hit = not ignore_cache and client.query_cache.get_transform_by_hash(key) is not None
     client.query_cache.close()
+    from .transform import CODEGENS, QueryError as _BadQuery, compile_query
+
+    out_tree = "servicex"
+    if codegen in CODEGENS and not hit:  # validate only what will be submitted (0.1 s of qastle)
+        try:
+            compile_query(codegen, selection, "parquet" if fmt == "parquet" else "root-file")
+        except _BadQuery as err:
+            raise QueryError(f"query rejected before submitting: {err}") from None
+    if codegen == "uproot-raw":
+        out_tree = json.loads(selection)[0]["treename"]
     spec = {"General": {"OutputFormat": fmt, "Delivery": "LocalCache"},
             "Sample": [{"Name": title, "Dataset": did, "Query": sx_query, "Codegen": codegen}]}
     bar = "compact" if (sys.stderr.isatty() if progress is None else progress) else "none"
@@ -257,12 +258,18 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
                       ignore_local_cache=ignore_cache)
     files = out[title]
     rid = attached or (None if hit else _find_request(client, title))
-    if not files.valid():
-        raise _delivery_error(files._data._exc, url, rid)
-    result = {"files": list(files), "failures": {}, "request_id": rid, "cache_hit": hit and rid is None,
-              "name": name, "tree": out_tree, "format": "parquet" if fmt == "parquet" else "root", "endpoint": url}
+    status = None
+    if not files.valid():  # every file failed (Fatal), canceled, bad dataset, endpoint gone, ...
+        exc = files._data._exc
+        if rid is not None and type(exc).__name__ == "ServiceXException":
+            status = client.get_transform_status(rid)
+        if status is None or status.status.value not in ("Complete", "Fatal"):
+            raise _delivery_error(exc, url, rid)
+    result = {"files": list(files) if files.valid() else [], "failures": {}, "request_id": rid,
+              "cache_hit": hit and rid is None, "name": name, "tree": out_tree,
+              "format": "parquet" if fmt == "parquet" else "root", "endpoint": url}
     if rid is not None:
-        status = client.get_transform_status(rid)
+        status = status or client.get_transform_status(rid)
         if status.files_failed or status.status.value != "Complete":
             result["failures"] = _failures(url, token, rid, status, "casa_file_errors" in caps)
             _forget(cfg, key)

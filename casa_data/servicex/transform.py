@@ -245,10 +245,24 @@ def _write_root(path: str, trees: dict[str, Any]) -> None:
         for name, arr in trees.items():
             if not arr.fields:
                 arr = ak.Array({"col1": arr})
-            cols = {k: arr[k] for k in arr.fields}
+            cols = {k: _rootable(k, arr[k]) for k in arr.fields}
             t = f.mktree(name, {k: v.type for k, v in cols.items()})  # mktree: a TTree, not an RNTuple
             if len(arr):
                 t.extend(cols)
+
+
+def _rootable(name: str, col: Any) -> Any:
+    """A TTree branch has no missing values: floating None -> NaN, other options are an error."""
+    import awkward as ak
+    import numpy as np
+
+    if "?" not in str(col.type.content):
+        return col
+    filled = ak.fill_none(col, np.nan)
+    if "?" in str(filled.type.content) or not str(ak.type(filled)).rstrip().endswith(("float32", "float64")):
+        raise TypeError(f"column {name!r} has missing values ({col.type.content}), which a TTree cannot hold; "
+                        "fill them in the query (ak.fill_none) or ask for parquet output")
+    return filled
 
 
 _clients: dict[str, Any] = {}
