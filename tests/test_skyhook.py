@@ -378,3 +378,24 @@ def test_action_errors_are_clear(env, sky):
         c.action("count", {"path": AGC, "tree": "Nope"})
     assert c.action("count", {"path": AGC})["events"] == 100_000
     assert c.health()["status"] == "ok"
+
+
+def test_s3_bucket_backend(env, shared_data, tmp_path_factory):
+    """The service next to an S3 bucket (SeaweedFS): same rows and histogram as local scans."""
+    from casa_data.services.s3 import SeaweedFS
+
+    with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as s3:
+        s3.create_bucket("sky")
+        for rel in (AGC, DY):
+            s3.client().upload_file(str(shared_data / rel), "sky", f"data/{rel}")
+        with SkyhookService("s3://sky/data", tmp_path_factory.mktemp("sky-s3"), s3_options=s3.path_options()) as s:
+            assert s.client(token=s.token).list("") == [AGC, DY]
+            got = _sky(s, AGC).to_table(["Muon_pt"], "nMuon == 2 and sum(Muon_charge) == 0")
+            assert _same(got, _local(shared_data / AGC, ["Muon_pt"], "nMuon == 2 and sum(Muon_charge) == 0"))
+            got = _sky(s, DY).to_table(["event", "MET_pt"], "MET_pt > 20")
+            assert _same(got, _local(shared_data / DY, ["event", "MET_pt"], "MET_pt > 20"))
+            h = _sky(s, "agc").histogram("Muon_eta", bins=50, range=(-2.5, 2.5), filter="nMuon >= 2")
+            arr = uproot.open(shared_data / AGC)["Events"].arrays(["nMuon", "Muon_eta"])
+            ref = hist.Hist.new.Reg(50, -2.5, 2.5).Weight().fill(ak.flatten(arr.Muon_eta[arr.nMuon >= 2]))
+            np.testing.assert_array_equal(h.values(flow=True), ref.values(flow=True))
+            assert s3.secret_key not in " ".join(s.command()) and s3.secret_key not in s.log_tail(500)
