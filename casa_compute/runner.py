@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 import traceback
@@ -55,6 +56,25 @@ def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
     return NanoEventsFactory.from_root(
         handle, treepath=chunk.file.tree, entry_start=chunk.start, entry_stop=chunk.stop,
         schemaclass=schema, metadata=meta, mode="virtual").events()
+
+
+_SECRET_QUERY = re.compile(r"((?:authz|access_token|token|X-Amz-Signature|X-Amz-Credential)=)[^&\s'\"]+",
+                           re.I)
+
+
+def scrub(text: str) -> str:
+    """Hide tokens in error text: URL query credentials, bearer headers, the worker's token."""
+    text = _SECRET_QUERY.sub(r"\1***", text)
+    text = re.sub(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", r"\1***", text)
+    path = os.environ.get("BEARER_TOKEN_FILE")
+    if path:
+        try:
+            tok = open(path).read().strip()
+        except OSError:
+            tok = ""
+        if len(tok) >= 8:
+            text = text.replace(tok, "***")
+    return text
 
 
 def _arrow_events(chunk, schema):
@@ -105,8 +125,8 @@ def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
                 output, nbytes = _process_once(processor, chunk, url, via, schema,
                                                opened if attempt == 0 else None)
             except Exception as e:  # noqa: BLE001 - reported with file and entry range
-                errors.append(f"{type(e).__name__}: {e}")
-                last_tb = traceback.format_exc(limit=6)
+                errors.append(scrub(f"{type(e).__name__}: {e}"))
+                last_tb = scrub(traceback.format_exc(limit=6))
                 continue
             stat = ChunkStat(index=chunk.index, dataset=chunk.file.dataset, file=url,
                              start=chunk.start, stop=chunk.stop, events=chunk.entries,

@@ -10,7 +10,7 @@ from coffea import processor
 
 from .processors import DimuonProcessor
 
-__all__ = ["FlakyDimuon", "BrokenRangeDimuon", "SlowDimuon", "TokenProbe"]
+__all__ = ["FlakyDimuon", "BrokenRangeDimuon", "SlowDimuon", "TokenProbe", "LeakyDimuon"]
 
 
 class FlakyDimuon(DimuonProcessor):
@@ -68,3 +68,11 @@ class TokenProbe(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class LeakyDimuon(DimuonProcessor):
+    """Raises an error whose text contains the bearer token and a credential URL."""
+
+    def process(self, events):
+        token = Path(os.environ["BEARER_TOKEN_FILE"]).read_text().strip()
+        raise OSError(f"open root://cache//f.root?authz={token} failed (token {token})")

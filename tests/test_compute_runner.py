@@ -202,3 +202,18 @@ def test_arrow_batches_in_process_and_on_cluster(local):
                                      progress=False)
     assert report2.events == n and len(report2.stats) == 2 and out2["dy"]["pairs"] == pairs
     np.testing.assert_array_equal(out2["dy"]["mass"].values(), counts)
+
+
+def test_errors_never_carry_the_token(tmp_path, monkeypatch):
+    from casa_compute.testing import LeakyDimuon
+
+    secret = "tok-" + "s3cr3t" * 5
+    (tmp_path / "t").write_text(secret)
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(tmp_path / "t"))
+    need(NANO_DY)
+    with pytest.raises(casa_compute.RunError) as e:
+        casa_compute.run(LeakyDimuon(), {"dy": [str(NANO_DY)]}, retries=0, progress=False)
+    (fail,) = e.value.partial.report.failures
+    assert "authz=***" in fail.error
+    for text in (str(e.value), fail.error, fail.traceback, repr(e.value.partial)):
+        assert secret not in text
