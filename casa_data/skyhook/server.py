@@ -8,13 +8,14 @@ Arrow IPC) and streams the matching rows and columns as LZ4/ZSTD-compressed Arro
 request with ``hist`` fills the histogram here and returns only its bins.
 
 The root is a local directory or ``s3://bucket/prefix`` (read with the S3 delivery path, with
-credentials from the standard AWS variables). Bearer tokens are checked on every call (optional);
-TLS is optional. Limits: concurrent scans (others wait ``queue_timeout`` then get "busy"), the
+credentials from the standard AWS variables). Bearer tokens are checked on every call (static
+tokens, or WLCG JWTs whose ``storage.read`` scopes limit the paths: :mod:`.auth`); TLS is optional. Limits: concurrent scans (others wait ``queue_timeout`` then get "busy"), the
 process's resident memory, request size. Every failure is a Flight error carrying a JSON
 ``extra_info`` the client turns back into the casa error; the service stays up.
 
-Run: ``python -m casa_data.skyhook.server --root DIR --port 0 [--token-file F] [--tls-cert C
---tls-key K]``; it prints ``casa-skyhook listening on grpc://127.0.0.1:PORT`` once serving.
+Run: ``python -m casa_data.skyhook.server --root DIR --port 0 [--token-file F] [--issuer URL
+--jwks FILE] [--tls-cert C --tls-key K]``; it prints ``casa-skyhook listening on ...`` once
+serving. Known limit: a client that stops reading keeps its scan slot until gRPC gives up on it.
 """
 
 from __future__ import annotations
