@@ -9,8 +9,9 @@ request with ``hist`` fills the histogram here and returns only its bins.
 
 The root is a local directory or ``s3://bucket/prefix`` (read with the S3 delivery path, with
 credentials from the standard AWS variables). Bearer tokens are checked on every call (static
-tokens, or WLCG JWTs whose ``storage.read`` scopes limit the paths: :mod:`.auth`); TLS is optional. Limits: concurrent scans (others wait ``queue_timeout`` then get "busy"), the
-process's resident memory, request size. Every failure is a Flight error carrying a JSON
+tokens, or WLCG JWTs whose ``storage.read`` scopes limit the paths: :mod:`.auth`); TLS is
+optional. Limits: concurrent scans (others wait ``queue_timeout`` then get "busy"), the process's
+resident memory, request size. Every failure is a Flight error carrying a JSON
 ``extra_info`` the client turns back into the casa error; the service stays up.
 
 Run: ``python -m casa_data.skyhook.server --root DIR --port 0 [--token-file F] [--issuer URL
