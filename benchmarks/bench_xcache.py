@@ -143,20 +143,27 @@ def main() -> None:
             return f"{stack.xcache_url}//store/bench/cold-{kind}-{next(cold[kind])}.root"
 
         read_columns(origin)  # import and warm up uproot once, outside the timings
+        paths = {
+            "local disk": (lambda: read_whole_local(local), lambda: read_columns(str(local))),
+            "origin direct": (lambda: read_whole_root(origin), lambda: read_columns(origin)),
+            "XCache cold": (lambda: read_whole_root(cold_url("whole")), lambda: read_columns(cold_url("cols"))),
+            "XCache warm": (lambda: read_whole_root(xcache), lambda: read_columns(xcache)),
+        }
+        read_whole_local(local)  # the source in the page cache for every row alike
+        read_whole_root(xcache)  # the warm name in the cache
+        # Repetitions interleave the paths, so load from other jobs hits every path alike.
+        times: dict[str, dict[str, list[float]]] = {k: {"whole": [], "cols": []} for k in paths}
+        for _ in range(args.reps):
+            for label, (whole, cols) in paths.items():
+                tw, n = timed(whole, 1)
+                assert n == size, (label, n, size)
+                tc, n = timed(cols, 1)
+                assert n == args.copies * 100_000, (label, n)
+                times[label]["whole"].append(tw)
+                times[label]["cols"].append(tc)
         rows: dict[str, dict[str, float]] = {}
-        for label, whole, cols in [
-            ("local disk", lambda: read_whole_local(local), lambda: read_columns(str(local))),
-            ("origin direct", lambda: read_whole_root(origin), lambda: read_columns(origin)),
-            ("XCache cold", lambda: read_whole_root(cold_url("whole")), lambda: read_columns(cold_url("cols"))),
-            ("XCache warm", lambda: read_whole_root(xcache), lambda: read_columns(xcache)),
-        ]:
-            read_whole_local(local)  # keep the source in the page cache for every row alike
-            if label == "XCache warm":
-                read_whole_root(xcache)  # fill the cache with this name
-            tw, n = timed(whole, args.reps)
-            assert n == size, (label, n, size)
-            tc, n = timed(cols, args.reps)
-            assert n == args.copies * 100_000, (label, n)
+        for label, t in times.items():
+            tw, tc = statistics.median(t["whole"]), statistics.median(t["cols"])
             rows[label] = {"whole": size / tw / 1e6, "cols": size / tc / 1e6, "cols_s": tc, "whole_s": tw}
             print(f"{label:14s} whole {rows[label]['whole']:8.0f} MB/s ({tw:.2f} s)   "
                   f"columns {rows[label]['cols']:7.0f} MB/s ({tc:.2f} s)")
@@ -190,7 +197,7 @@ def write_results(path: Path, args, size: int, rows, ratios) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} cores, load {load:.1f}; "
         f"input: the real CMS dimuon file x{args.copies} ({size / 1e6:.0f} MB, {args.copies * 100_000:,} events, "
         f"ZLIB baskets of 100k events); XCache `pfc.blocksize {args.blocksize}`, `pfc.prefetch {args.prefetch}`, "
-        f"{'no auth' if args.no_auth else 'ztn + SciTokens over TLS'}; median of {args.reps}. All servers on "
+        f"{'no auth' if args.no_auth else 'ztn + SciTokens over TLS'}; median of {args.reps} interleaved repetitions. All servers on "
         "127.0.0.1, origin file in the page cache. MB/s = file bytes / wall time (for column reads that is "
         "file size over time, to compare paths, not bytes moved).",
         "",
