@@ -118,6 +118,10 @@ class Filter:
             )
         return ak.values_astype(ak.fill_none(arr, False), bool)
 
+    def evaluate(self, columns: Mapping[str, Any]) -> Any:
+        """The expression's value (any shape: per event or per object), e.g. for a histogram."""
+        return self._eval(self.tree, columns)
+
     def _eval(self, node: ast.AST, cols: Mapping[str, Any]) -> Any:
         import awkward as ak
 

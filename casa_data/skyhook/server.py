@@ -342,8 +342,8 @@ def fill_values(arr, expr, weight=None):
     import numpy as np
 
     cols = {c: arr[c] for c in expr.columns | (weight.columns if weight else set())}
-    v = expr._eval(expr.tree, cols)  # the same safe evaluator filters use
-    w = weight._eval(weight.tree, cols) if weight is not None else None
+    v = expr.evaluate(cols)  # the same safe evaluator filters use
+    w = weight.evaluate(cols) if weight is not None else None
     if w is not None and not isinstance(w, (ak.Array, np.ndarray)):
         w = np.full(len(arr), float(w))  # a constant weight
     if isinstance(v, ak.Array) and v.ndim > 1:
