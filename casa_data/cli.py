@@ -113,3 +113,12 @@ def _cache_cmd(which: str, dataset: str, catalog: Optional[list[str]]) -> None:
 
 def _fmt(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
+
+
+def _add_servicex() -> None:
+    from .servicex.cli import servicex_app
+
+    data_app.add_typer(servicex_app, name="servicex")
+
+
+_add_servicex()

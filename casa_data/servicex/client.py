@@ -69,8 +69,10 @@ def check_endpoint(url: str, timeout: float = 3.0) -> dict[str, Any]:
 
     hint = ("start one with `casa data servicex serve`, or set paths.servicex.endpoint in your casa "
             "config (or pass endpoint=)")
+    if "http" not in _LOCAL:  # one client: its TLS context costs ~35 ms to build
+        _LOCAL["http"] = httpx.Client()
     try:
-        r = httpx.get(url.rstrip("/") + "/servicex", timeout=timeout)
+        r = _LOCAL["http"].get(url.rstrip("/") + "/servicex", timeout=timeout)
     except httpx.HTTPError as err:
         raise ServiceError(f"the ServiceX endpoint {url} does not answer ({type(err).__name__}: {err}); {hint}") from None
     if r.status_code != 200:
@@ -257,7 +259,7 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
         out = deliver(spec, config_path=str(cfg), servicex_name="casa", progress_bar=bar,
                       ignore_local_cache=ignore_cache)
     files = out[title]
-    rid = attached or (None if hit else _find_request(client, title))
+    rid = attached or (None if hit else _request_of(files, title, client))
     status = None
     if not files.valid():  # every file failed (Fatal), canceled, bad dataset, endpoint gone, ...
         exc = files._data._exc
@@ -306,6 +308,13 @@ def _forget(cfg: Path, key: str) -> None:
     cache = QueryCache(Configuration.read(str(cfg)))
     cache.delete_record_by_hash(key)
     cache.close()
+
+
+def _request_of(files, title: str, client) -> str | None:
+    """The request behind a delivery: the download dir is ``<cache>/<request_id>/``, else by title."""
+    if files.valid() and len(files):
+        return Path(files[0]).parent.name
+    return _find_request(client, title)
 
 
 def _find_request(client, title: str) -> str | None:
