@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.filterwarnings("ignore::Runti
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "tests" / "catalogs" / "pipelines.yaml"
 ZMUMU, TTBAR = EXAMPLES / "zmumu.yaml", EXAMPLES / "ttbar_agc.yaml"
+PATHS = ("local", "s3", "skyhook", "servicex")
 FILES = {  # catalog name -> file under ../shared/data
     "cms/zmumu-2012": "agc/open-data-example.root",
     "cms/dy-nano": "coffea/nano_dy.root",
@@ -114,26 +115,30 @@ def ttbar_oracle(path: Path, scale: float) -> dict[str, np.ndarray]:
 
 # -- fixtures ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def s3_catalog(shared_data, tmp_path_factory):
-    """A SeaweedFS bucket holding the example inputs; a catalog listing local and S3 replicas."""
+def catalog_all(shared_data, tmp_path_factory):
+    """The example inputs on a SeaweedFS bucket and behind a Skyhook service; a catalog listing the
+    local, S3 and Skyhook replicas of every file (``via=`` picks one)."""
     from casa_data.services.s3 import SeaweedFS
+    from casa_data.services.skyhook import SkyhookService
 
-    base = tmp_path_factory.mktemp("pipeline-s3")
-    saved = {k: os.environ.get(k) for k in ("CASA_CONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    with SeaweedFS(base / "seaweedfs") as s3:
+    base = tmp_path_factory.mktemp("pipeline-paths")
+    keys = ("CASA_CONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "BEARER_TOKEN", "BEARER_TOKEN_FILE")
+    saved = {k: os.environ.get(k) for k in keys}
+    with SeaweedFS(base / "seaweedfs") as s3, SkyhookService(shared_data, base / "skyhook") as sky:
         s3.create_bucket("casa-pipelines")
         client = s3.client()
         for rel in FILES.values():
             client.put_object(Bucket="casa-pipelines", Key=rel, Body=(shared_data / rel).read_bytes())
         cfg = base / "casa.yaml"
         cfg.write_text(yaml.safe_dump({"paths": {"s3": {"endpoint_url": s3.endpoint_url}}}))
+        os.environ.pop("BEARER_TOKEN_FILE", None)
         os.environ.update(CASA_CONFIG=str(cfg), AWS_ACCESS_KEY_ID=s3.access_key,
-                          AWS_SECRET_ACCESS_KEY=s3.secret_key)
+                          AWS_SECRET_ACCESS_KEY=s3.secret_key, BEARER_TOKEN=sky.token)
         reset_config()
         cat = base / "catalog.yaml"
         cat.write_text(yaml.safe_dump({"datasets": [
             {"name": name, "files": [{"lfn": f"/pipelines/{rel}", "replicas": [
-                str(shared_data / rel), f"s3://casa-pipelines/{rel}"]}]}
+                str(shared_data / rel), f"s3://casa-pipelines/{rel}", {"url": sky.url(rel), "via": "skyhook"}]}]}
             for name, rel in FILES.items()]}))
         try:
             yield cat
@@ -154,13 +159,13 @@ def parquet_catalog(shared_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(s3_catalog, parquet_catalog, tmp_path_factory):
+def runs(catalog_all, parquet_catalog, tmp_path_factory):
     """Every example through every delivery path (computed once per module)."""
     out = {}
     for ex, spec in (("zmumu", ZMUMU), ("ttbar", TTBAR)):
-        for via in ("local", "s3"):
+        for via in PATHS:
             d = tmp_path_factory.mktemp(f"{ex}-{via}")
-            out[ex, via] = run_pipeline(spec, via=via, catalog=s3_catalog, output=d, force=True)
+            out[ex, via] = run_pipeline(spec, via=via, catalog=catalog_all, output=d, force=True)
     out["zmumu", "parquet"] = run_pipeline(ZMUMU, catalog=parquet_catalog, output=tmp_path_factory.mktemp("pq"),
                                            force=True)
     return out
@@ -221,17 +226,42 @@ def test_ttbar_equals_handwritten(runs, shared_data):
     assert "Jet_btagCSVV2" in res.summary["datasets"]["ttbar_2015"]["columns"]
 
 
-@pytest.mark.parametrize("example,other", [("zmumu", "s3"), ("ttbar", "s3"), ("zmumu", "parquet")])
+@pytest.mark.parametrize("example,other", [(ex, p) for ex in ("zmumu", "ttbar") for p in PATHS[1:]]
+                         + [("zmumu", "parquet")])
 def test_delivery_paths_give_identical_histograms(runs, example, other):
     a, b = runs[example, "local"], runs[example, other]
     assert_same_hists(a.hists, b.hists)
     for label, d in a.summary["datasets"].items():
-        assert d["cutflow"] == b.summary["datasets"][label]["cutflow"]
-        assert b.summary["datasets"][label]["bytes_read"] > 0
+        got = b.summary["datasets"][label]
+        assert (got["events_in"], got["events_out"]) == (d["events_in"], d["events_out"])
+        if other in ("s3", "parquet"):
+            assert got["cutflow"] == d["cutflow"] and got["bytes_read"] > 0
+    assert {d["via"] for d in a.summary["datasets"].values()} == {"local"}
+    if other != "parquet":
+        assert {d["via"] for d in b.summary["datasets"].values()} == {other}
     if other == "s3":
-        assert {d["via"] for d in b.summary["datasets"].values()} == {"s3"}
-        assert {d["via"] for d in a.summary["datasets"].values()} == {"local"}
         assert all(f.startswith("s3://casa-pipelines/") for d in b.summary["datasets"].values() for f in d["files"])
+
+
+def test_skyhook_and_servicex_get_the_pushdown(runs):
+    """Skyhook scans with the exact pre-filter; ServiceX gets the looser count cut; both the columns."""
+    sky = runs["zmumu", "skyhook"].summary["datasets"]
+    local = runs["zmumu", "local"].summary["datasets"]
+    assert sky["data"]["delivery"]["pushed_filter"] == local["data"]["prefilter"]
+    assert sky["data"]["delivery"]["pushed_columns"] == local["data"]["columns"]
+    assert sky["data"]["delivery"]["delivered_events"] == local["data"]["cutflow"]["two muons"] == 12_665
+    assert sky["data"]["cutflow"]["delivered by skyhook"] == 12_665
+    # normalised by the sum of genWeight: every event must arrive, so only the columns are pushed
+    assert sky["dy"]["delivery"]["pushed_filter"] is None and sky["dy"]["delivery"]["delivered_events"] == 40
+    sx = runs["zmumu", "servicex"].summary["datasets"]
+    assert sx["data"]["delivery"]["pushed_cut"] == "(nMuon >= 2)"
+    assert sx["data"]["delivery"]["delivered_events"] == 83_343  # events with two muons before cuts
+    assert sx["data"]["delivery"]["servicex"]["request_id"]
+    tt = runs["ttbar", "servicex"].summary["datasets"]["ttbar"]["delivery"]
+    assert tt["pushed_cut"] == "(nElectron + nMuon >= 1) & (nJet >= 4) & (nJet >= 1)"
+    tsky = runs["ttbar", "skyhook"].summary["datasets"]["ttbar"]
+    assert tsky["delivery"]["delivered_events"] == 39 and tsky["bytes_read"] < \
+        runs["ttbar", "local"].summary["datasets"]["ttbar"]["bytes_read"]
 
 
 def test_outputs_summary_root_png(runs):

@@ -122,6 +122,11 @@ class Checker:
                 if t.kind != "value" or t.depth not in (0, 1):
                     raise e.fail(None, f"an axis is filled with numbers, one per event or per object; "
                                        f"this gives {t}")
+        # NanoEvents builds candidates from pt, eta, phi, mass, charge: a reduced copy of the
+        # data (Skyhook, ServiceX) must keep them for every collection the pipeline touches.
+        for name, fields in self.schema.collections.items():
+            if f"n{name}" in self.columns:
+                self.columns.update(f"{name}_{f}" for f in P4 + ("charge",) if f in fields)
         return self
 
     def expect(self, e: Expr, t: T, depth: int, what: str, hint: str) -> None:
@@ -399,3 +404,35 @@ def pushdown_filter(ch: Checker) -> str | None:
             if text is not None:
                 parts.append(text)
     return " and ".join(parts) or None
+
+
+def _count_sum(ch: Checker, node: ast.AST) -> list[str] | None:
+    """``count(A) + count(B)`` over objects of NanoAOD collections -> ``["nA", "nB"]``, else None."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        a, b = _count_sum(ch, node.left), _count_sum(ch, node.right)
+        return None if a is None or b is None else a + b
+    if (isinstance(node, ast.Call) and node.func.id == "count"  # type: ignore[attr-defined]
+            and isinstance(node.args[0], ast.Name) and node.args[0].id in ch.chains):
+        return [f"n{ch.chains[node.args[0].id][0]}"]
+    return None
+
+
+def loose_count_cut(ch: Checker) -> str | None:
+    """A looser pre-selection in uproot's expression language (no per-event reductions there).
+
+    ``count(C) >= k`` (also ``> k``, ``== k``, and sums of counts) needs at least k objects before
+    the object cuts, so it becomes ``nC >= k``: every event the processor keeps passes it.
+    """
+    parts = []
+    for name in ch.spec.selection.events:
+        e = ch.pipe.exprs[("selection", "events", name)]
+        for c in _conjuncts(e.tree):
+            if not (isinstance(c, ast.Compare) and len(c.ops) == 1 and isinstance(c.ops[0], (ast.GtE, ast.Gt, ast.Eq))):
+                continue
+            counters, k = _count_sum(ch, c.left), c.comparators[0]
+            if counters is None or not (isinstance(k, ast.Constant) and type(k.value) is int):
+                continue
+            need = k.value + 1 if isinstance(c.ops[0], ast.Gt) else k.value
+            if need > 0:
+                parts.append(f"({' + '.join(counters)} >= {need})")
+    return " & ".join(parts) or None

@@ -13,14 +13,15 @@ import casa_data
 from casa_data.errors import CasaError, DatasetNotFoundError
 
 from . import cache
-from .check import Checker, Schema, pushdown_filter
+from .check import Checker, Schema, loose_count_cut, pushdown_filter
 from .expr import PipelineError
 from .spec import Pipeline, load_spec
 
 __all__ = ["run_pipeline", "plan", "Plan", "PipelineResult"]
 
-#: delivery paths the runner can read chunk by chunk (files behind a URL)
+#: delivery paths the runner reads chunk by chunk (files behind a URL); and those that reduce first
 _FILE_PATHS = ("local", "xrootd", "xcache", "s3")
+_REDUCING = ("skyhook", "servicex")
 
 
 @dataclass
@@ -32,6 +33,8 @@ class DatasetPlan:
     prefilter: str | None
     notes: dict
     norm: tuple[float, float | None] | None   # (xsec * lumi, denominator; None: sum of weights)
+    nevents: int = 0
+    loose_cut: str | None = None              # the count pre-selection in uproot's language
 
 
 @dataclass
@@ -46,6 +49,8 @@ class Plan:
             lines.append(f"  {lab}: {d.dataset.name} via {d.via or 'auto'}, {len(d.dataset.resolved)} file(s), "
                          f"{len(d.columns)} columns, normalisation {d.norm}")
             lines.append(f"    pre-filter: {d.prefilter or '(none)'}")
+            if d.via == "servicex":
+                lines.append(f"    ServiceX cut: {d.loose_cut or '(none)'}")
         return "\n".join(lines)
 
 
@@ -83,13 +88,14 @@ def open_datasets(pipe: Pipeline, *, via: str | None = None, catalog=None) -> di
     out = {}
     for label, d in pipe.spec.datasets.items():
         v, vloc = _via(pipe, label, via)
-        if v is not None and (v not in available_paths() or v not in _FILE_PATHS):
-            msg = (f"delivery via {v!r} is not available to pipelines in this casa: the runner reads "
-                   f"files through {', '.join(_FILE_PATHS)} (installed paths: {', '.join(available_paths())}); "
-                   "use one of those or via: auto")
+        usable = [p for p in available_paths() if p in _FILE_PATHS + _REDUCING] + ["servicex"]
+        if v is not None and v not in usable:
+            msg = (f"delivery via {v!r} is not available to pipelines in this casa (usable: "
+                   f"{', '.join(usable)}, or auto)")
             raise pipe.error(vloc, msg) if vloc else PipelineError(msg)
         try:
-            out[label] = (casa_data.open(d.dataset, via=v, catalog=catalogs), v)
+            # ServiceX reads the catalog's files itself: resolve them as usual (for identity, columns).
+            out[label] = (casa_data.open(d.dataset, via=None if v == "servicex" else v, catalog=catalogs), v)
         except DatasetNotFoundError as err:
             raise pipe.error(("datasets", label, "dataset"), str(err)) from None
         except CasaError as err:
@@ -121,7 +127,7 @@ def plan(pipe: Pipeline, *, via: str | None = None, catalog=None, opened=None) -
         if d.xsec is not None:
             denom = None if d.normalize == "weights" else (d.nevents or nevents)
             norm = (d.xsec * (d.lumi or pipe.spec.lumi), denom)
-        out[label] = DatasetPlan(label, ds, v, cols, pre, ch.notes, norm)
+        out[label] = DatasetPlan(label, ds, v, cols, pre, ch.notes, norm, nevents, loose_count_cut(ch))
     return Plan(pipe, out)
 
 
@@ -165,12 +171,26 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
 
     from casa_compute.runner import run
 
+    from .materialize import materialize
+
+    delivered: dict[str, dict] = {}
+    inputs_for_run = {}
+    for lab, d in p.datasets.items():
+        if d.via in _REDUCING:
+            push = s.datasets[lab].normalize != "weights"  # a sum of weights needs every event
+            reduced, delivered[lab] = materialize(
+                d.via, d.dataset, columns=d.columns, prefilter=d.prefilter, loose_cut=d.loose_cut,
+                staging=outdir / ".staging", catalogs=_catalogs(pipe, catalog) or None, push_filter=push)
+            inputs_for_run[lab] = reduced
+        else:
+            inputs_for_run[lab] = d.dataset
+
     from .processor import CUTFLOW_ALL, PipelineProcessor
 
     proc = PipelineProcessor(pipe, {d.dataset.name: lab for lab, d in p.datasets.items()},
                              {lab: d.notes for lab, d in p.datasets.items()},
                              {lab: d.norm for lab, d in p.datasets.items() if d.norm is not None})
-    result = run(proc, [d.dataset for d in p.datasets.values()],
+    result = run(proc, list(inputs_for_run.values()),
                  cluster=cluster if cluster is not None else s.delivery.cluster,
                  chunksize=s.delivery.chunksize, progress=progress)
     output_ = result.output or proc.postprocess({"hists": proc.empty()})
@@ -181,12 +201,16 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     for lab, d in p.datasets.items():
         stats = [st for st in rep.stats if st.dataset == d.dataset.name]
         cf = cutflows.get(lab, {CUTFLOW_ALL: 0})
-        steps = [k for k in s.selection.events if k in cf]
+        if lab in delivered:  # the reducing path ran the first cut: show it as a step
+            cf = {CUTFLOW_ALL: d.nevents, f"delivered by {d.via}": cf.get(CUTFLOW_ALL, 0),
+                  **{k: v for k, v in cf.items() if k != CUTFLOW_ALL}}
+        steps = [v for k, v in cf.items() if not k.startswith("region ")]  # events after each cut
         datasets[lab] = {
-            "dataset": d.dataset.name, "via": d.dataset.resolved[0].candidates[0].via if d.dataset.resolved
-            else d.via, "files": d.dataset.files,
-            "events_in": sum(st.events for st in stats),
-            "events_out": cf[steps[-1]] if steps else cf.get(CUTFLOW_ALL, 0),
+            "dataset": d.dataset.name, "files": d.dataset.files,
+            "via": d.via if d.via in _REDUCING or not d.dataset.resolved else d.dataset.resolved[0].candidates[0].via,
+            "events_in": d.nevents if lab in delivered else sum(st.events for st in stats),
+            "delivery": delivered.get(lab),
+            "events_out": steps[-1],
             "cutflow": cf, "bytes_read": sum(st.bytes_read for st in stats),
             "chunk_seconds": round(sum(st.seconds for st in stats), 4),
             "scale": output_.get("scales", {}).get(lab, 1.0), "sum_weights": output_.get("sumw", {}).get(lab),
