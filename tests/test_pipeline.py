@@ -448,3 +448,95 @@ def test_pipeline_processor_pickles_for_workers():
     back = pickle.loads(pickle.dumps(proc))
     assert back.pipe.exprs.keys() == pipe.exprs.keys()
     assert [e.text for e in back.pipe.exprs.values()] == [e.text for e in pipe.exprs.values()]
+
+
+# -- the rest of the language and the histogram kinds ---------------------------------------------------
+FEATURES = """\
+name: features
+datasets:
+  dy: {dataset: cms/dy-nano}
+  tt: {dataset: cms/ttbar-nano-v12}
+delivery: {catalog: %s}
+selection:
+  objects:
+    Muon: pt > 5
+    Jet: pt > 20
+    HardJet: {from: Jet, cut: pt > 50}
+  events:
+    one muon: count(Muon) >= 1
+variables:
+  njet: count(Jet)
+  mu_pt: Muon.pt                       # one value per muon: filled once per muon
+  dr: delta_r(Muon[0], Jet[0])         # missing without a jet: not filled
+  q: where(Muon[0].charge > 0, 1, -1)
+  ht2: sum(Jet[0:2].pt)
+  hardest: best(HardJet, abs(eta)).pt
+histograms:
+  mu_pt:
+    by_dataset: false
+    axes: [{name: mu_pt, bins: 20, start: 0, stop: 100}]
+  njet_q:
+    axes: [{name: njet, start: 0, stop: 10}, {name: q, categories: [-1, 1]}]
+  njet_ht2:
+    axes: [{name: njet, start: 0, stop: 10}, {name: ht2, bins: 10, start: 0, stop: 500}]
+  dr:
+    weight: 2 * abs(q)
+    axes: [{name: dr, bins: 10, start: 0, stop: 5}]
+  hardest:
+    axes: [{name: hardest, bins: 10, start: 0, stop: 500}]
+"""
+
+
+def features_oracle(path: Path) -> dict:
+    a = uproot.open(path)["Events"].arrays(["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Jet_pt",
+                                            "Jet_eta", "Jet_phi"])
+    mu = {f: a[f"Muon_{f}"][a.Muon_pt > 5] for f in ("pt", "eta", "phi", "charge")}
+    jet = {f: a[f"Jet_{f}"][a.Jet_pt > 20] for f in ("pt", "eta", "phi")}
+    sel = ak.num(mu["pt"]) >= 1
+    mu, jet = {k: v[sel] for k, v in mu.items()}, {k: v[sel] for k, v in jet.items()}
+    njet = ak.to_numpy(ak.num(jet["pt"]))
+    q = np.where(ak.to_numpy(mu["charge"][:, 0]) > 0, 1, -1)
+    ht2 = np.array([float(np.sum(np.asarray(p[:2], dtype=np.float64))) for p in jet["pt"].tolist()])
+    dr = []
+    for i in range(len(njet)):
+        if njet[i]:
+            dphi = (mu["phi"][i][0] - jet["phi"][i][0] + np.pi) % (2 * np.pi) - np.pi
+            dr.append(np.hypot(mu["eta"][i][0] - jet["eta"][i][0], dphi))
+    hardest = []
+    for pt, eta in zip(jet["pt"].tolist(), jet["eta"].tolist()):
+        hard = [(abs(e), p) for p, e in zip(pt, eta) if p > 50]
+        if hard:
+            hardest.append(max(hard)[1])
+    return {"mu_pt": ak.to_numpy(ak.flatten(mu["pt"])), "njet": njet, "q": q, "ht2": ht2, "dr": np.array(dr),
+            "hardest": np.array(hardest)}
+
+
+def test_language_features_and_histogram_kinds(shared_data, tmp_path, casa_env):
+    spec = tmp_path / "features.yaml"
+    spec.write_text(FEATURES % CATALOG)
+    res = run_pipeline(spec, output=tmp_path / "out")
+    h = res.hists
+    want = {lab: features_oracle(shared_data / FILES[name])
+            for lab, name in (("dy", "cms/dy-nano"), ("tt", "cms/ttbar-nano-v12"))}
+    # per-object values, datasets summed (by_dataset: false)
+    assert h["mu_pt"].axes.name == ("mu_pt",)
+    np.testing.assert_array_equal(h["mu_pt"].values(flow=True), flow_hist(
+        np.concatenate([w["mu_pt"] for w in want.values()]), np.linspace(0, 100, 21)))
+    for lab, w in want.items():
+        # integer x category axes
+        got = h["njet_q"][{"dataset": lab}].values()
+        np.testing.assert_array_equal(got, np.histogram2d(w["njet"], w["q"], bins=[np.arange(11) - 0.5, [-1.5, 0, 1.5]])[0])
+        # integer x regular, 2D
+        np.testing.assert_array_equal(h["njet_ht2"][{"dataset": lab}].values(), np.histogram2d(
+            w["njet"], w["ht2"], bins=[np.arange(11) - 0.5, np.linspace(0, 500, 11)])[0])
+        # a histogram weight (2 * |q| = 2), missing values (no jet) not filled
+        np.testing.assert_allclose(h["dr"][{"dataset": lab}].values(flow=True),
+                                   2 * flow_hist(w["dr"], np.linspace(0, 5, 11)))
+        np.testing.assert_array_equal(h["hardest"][{"dataset": lab}].values(flow=True),
+                                      flow_hist(w["hardest"], np.linspace(0, 500, 11)))
+    assert len(want["tt"]["hardest"]) > 10 and len(want["dy"]["dr"]) > 0
+    notes = res.summary["output_notes"]
+    assert any(n.startswith("njet_q__dy: not written to ROOT") for n in notes)
+    with uproot.open(res.outdir / "histograms.root") as f:
+        assert "njet_ht2__tt" in f and "mu_pt" in f and "njet_q__tt" not in f
+    assert (res.outdir / "njet_ht2.png").is_file() and (res.outdir / "njet_q.png").is_file()
