@@ -138,6 +138,27 @@ def test_cache_hit_and_stale_cache_repair(env):
     assert not fixed.metadata["servicex"]["cache_hit"] and Path(fixed.files[0]).is_file()
 
 
+def test_sticky_submitted_record_is_repaired(env, sx):
+    """A SUBMITTED cache record of a request the endpoint no longer has: resubmit, don't fail."""
+    from servicex.configuration import Configuration
+    from servicex.query_cache import QueryCache
+
+    from casa_data.servicex.client import _client_config
+
+    q = _q().Where(lambda e: e.nMuon == 3).Select(lambda e: {"pt": e.Muon_pt})
+    first = casa_data.open([AGC], query=q, progress=False)
+    cache = QueryCache(Configuration.read(str(_client_config(sx.url, "", None))))
+    (rec,) = [r for r in cache.cached_queries() if r.request_id == Path(first.files[0]).parent.name]
+    cache.delete_record_by_hash(rec.hash)
+    cache.update_transform_status(rec.hash, "SUBMITTED")
+    cache.update_transform_request_id(rec.hash, "00000000-0000-0000-0000-000000000000")
+    assert cache.is_transform_request_submitted(rec.hash)
+    cache.close()
+    again = casa_data.open([AGC], query=q, progress=False)
+    rid = again.metadata["servicex"]["request_id"]
+    assert rid not in (None, "00000000-0000-0000-0000-000000000000") and len(again.to_awkward()) == len(first.to_awkward())
+
+
 # -- errors ---------------------------------------------------------------------------------------
 def test_bad_queries_fail_fast_naming_the_problem(env, sx):
     t0 = time.monotonic()
