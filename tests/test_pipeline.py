@@ -540,3 +540,35 @@ def test_language_features_and_histogram_kinds(shared_data, tmp_path, casa_env):
     with uproot.open(res.outdir / "histograms.root") as f:
         assert "njet_ht2__tt" in f and "mu_pt" in f and "njet_q__tt" not in f
     assert (res.outdir / "njet_ht2.png").is_file() and (res.outdir / "njet_q.png").is_file()
+
+
+def test_runs_on_a_dask_cluster(shared_data, tmp_path, casa_env):
+    """The processor built from the spec travels to Dask workers; results equal in-process ones."""
+    import casa_compute
+
+    spec = tmp_path / "features.yaml"
+    spec.write_text(FEATURES % CATALOG)
+    here = run_pipeline(spec, output=tmp_path / "here")
+    c = casa_compute.cluster("local", n_workers=2)
+    try:
+        there = run_pipeline(spec, output=tmp_path / "there", cluster=c)
+    finally:
+        c.close()
+    assert_same_hists(here.hists, there.hists)
+    assert there.summary["datasets"]["tt"]["cutflow"] == here.summary["datasets"]["tt"]["cutflow"]
+
+
+def test_runtime_error_is_located(tmp_path, casa_env):
+    """An expression that types but cannot be computed (lists of different lengths) names its place."""
+    from casa_compute.pipeline.run import PipelineRunError
+
+    spec = tmp_path / "spec.yaml"
+    text = BASE.replace("(Muon[0] + Muon[1]).mass", "sum(Muon.pt + Jet.pt)")
+    spec.write_text(text)
+    with pytest.raises(PipelineRunError) as err:
+        run_pipeline(spec, catalog=CATALOG, output=tmp_path / "out")
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "sum(Muon.pt + Jet.pt)" in l)
+    col = text.splitlines()[line - 1].index("sum(") + 1
+    assert f"{spec}:{line}:{col}: variables.mll: cannot evaluate 'sum(Muon.pt + Jet.pt)'" in str(err.value)
+    assert "nano_dy.root entries [0, 40)" in str(err.value)
+    assert err.value.partial is not None

@@ -153,8 +153,8 @@ class Expr:
                 raise self.fail(node.slice, "slices with a step are not allowed")
         elif isinstance(node, ast.Slice):
             for part in (node.lower, node.upper):
-                if part is not None and not _is_int(part):
-                    raise self.fail(part, "slice bounds must be integer constants, e.g. Jet[0:4]")
+                if part is not None and not (isinstance(part, ast.Constant) and type(part.value) is int):
+                    raise self.fail(part, "slice bounds must be integer constants from 0, e.g. Jet[0:4]")
         elif isinstance(node, ast.Call):
             name = node.func.id if isinstance(node.func, ast.Name) else None
             if name not in FUNCTIONS:
@@ -188,8 +188,3 @@ class Expr:
     def __getstate__(self) -> dict:
         return {"text": self.text, "where": self.where, "tree": self.tree}
 
-
-def _is_int(node: ast.AST) -> bool:
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        node = node.operand
-    return isinstance(node, ast.Constant) and type(node.value) is int

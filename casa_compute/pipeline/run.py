@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,16 @@ from .check import Checker, Schema, loose_count_cut, pushdown_filter
 from .expr import PipelineError
 from .spec import Pipeline, load_spec
 
-__all__ = ["run_pipeline", "plan", "Plan", "PipelineResult"]
+__all__ = ["run_pipeline", "plan", "Plan", "PipelineResult", "PipelineRunError"]
+
+
+class PipelineRunError(PipelineError):
+    """Chunks failed in the run; the message names them (file, entries, located spec error).
+    ``partial`` is the runner's result without them."""
+
+    def __init__(self, message: str, partial=None):
+        super().__init__(message)
+        self.partial = partial
 
 #: delivery paths the runner reads chunk by chunk (files behind a URL); and those that reduce first
 _FILE_PATHS = ("local", "xrootd", "xcache", "s3")
@@ -161,7 +171,8 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     opened = open_datasets(pipe, via=via, catalog=catalog)
     outdir = Path(output or s.outputs.directory or Path("casa-output") / s.name)
     inputs = {lab: [cache.input_identity(f) for f in ds.resolved] for lab, (ds, _) in opened.items()}
-    key = cache.cache_key(pipe.hash, inputs, {"formats": s.outputs.formats})
+    key = cache.cache_key(pipe.hash, inputs, {"formats": s.outputs.formats,
+                                              "via": {lab: v for lab, (_, v) in opened.items()}})
     if not force:
         hit = cache.load_cached(outdir, key)
         if hit is not None:
@@ -169,6 +180,7 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
             return PipelineResult(hit["hists"], summary, outdir, True)
     p = plan(pipe, opened=opened)
 
+    from casa_compute.report import RunError
     from casa_compute.runner import run
 
     from .materialize import materialize
@@ -190,9 +202,14 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     proc = PipelineProcessor(pipe, {d.dataset.name: lab for lab, d in p.datasets.items()},
                              {lab: d.notes for lab, d in p.datasets.items()},
                              {lab: d.norm for lab, d in p.datasets.items() if d.norm is not None})
-    result = run(proc, list(inputs_for_run.values()),
-                 cluster=cluster if cluster is not None else s.delivery.cluster,
-                 chunksize=s.delivery.chunksize, progress=progress)
+    try:
+        result = run(proc, list(inputs_for_run.values()),
+                     cluster=cluster if cluster is not None else s.delivery.cluster,
+                     chunksize=s.delivery.chunksize, progress=progress)
+    except RunError as err:
+        raise PipelineRunError(f"{pipe.path}: the run failed: {err}", err.partial) from err
+    finally:
+        shutil.rmtree(outdir / ".staging", ignore_errors=True)  # reduced copies: only for the run
     output_ = result.output or proc.postprocess({"hists": proc.empty()})
     hists = output_["hists"]
     cutflows = output_.get("cutflow", {})

@@ -179,6 +179,9 @@ class Pipeline:
         text = json.dumps(self.spec.model_dump(mode="json", by_alias=True), sort_keys=False)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def __getstate__(self) -> dict:  # workers need the expressions, not the YAML node tree
+        return {**self.__dict__, "node": None}
+
     def catalogs(self) -> list[str]:
         return [os.fspath((self.path.parent / c).resolve()) for c in self.spec.delivery.catalog]
 
