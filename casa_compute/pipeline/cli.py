@@ -37,7 +37,8 @@ def run_command(
         res = run_pipeline(spec, via=via, cluster=cluster, output=output, force=force,
                            catalog=catalog or None, progress=progress)
     except CasaError as err:
-        console.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False, markup=False)
+        console.print("error:", style="bold red", end=" ")
+        console.print(str(err), soft_wrap=True, highlight=False, markup=False)
         raise typer.Exit(2) from None
     s = res.summary
     table = Table(title=f"{s['name']}" + (" (cached)" if res.cached else ""))
