@@ -418,6 +418,8 @@ CASES = {
     "unknown dataset": ("cms/dy-nano", "cms/dy-nanoo", "cms/dy-nanoo", "did you mean 'cms/dy-nano'"),
     "unknown region": ("    axes:\n", "    region: zz\n    axes:\n", "zz", "did you mean 'z'"),
     "not a delivery path": ("lumi: 10", "lumi: 10\ndelivery: {via: ftp}", "ftp", "Input should be"),
+    "no replica on that path": ("lumi: 10", "lumi: 10\ndelivery: {via: xcache}", "xcache",
+                                "no replica deliverable via 'xcache'"),
 }
 
 
