@@ -50,6 +50,21 @@ def make_inputs(copies: int, directory: Path) -> tuple[Path, Path]:
     return root, pq
 
 
+def takeaways(doc: dict) -> str:
+    """The robust facts of one run (byte ratios and 2x-or-more gaps), computed, not typed."""
+    r, m = doc["results"], doc["meta"]
+    asked = m["nranges"] * m["range_size"]
+    lines = []
+    for name in ("s3fs", "s3fs-default", "s3-arrow"):
+        lines.append(f"`{name}` moved {r[name]['bytes']['ranges'] / asked:.2f}x the bytes of the "
+                     f"{m['nranges']} ranges it was asked for, and {r[name]['bytes']['columns'] / r['local']['bytes']['columns']:.3f}x "
+                     "local disk's bytes for the column subset")
+    lat = {n: r[n]["range_latency_ms"]["p50"] for n in ("s3fs", "s3fs-default", "s3-arrow")}
+    lines.append(f"per-range p50: s3-arrow {lat['s3-arrow']:.1f} ms, s3fs {lat['s3fs']:.1f} ms, "
+                 f"s3fs-default {lat['s3fs-default']:.1f} ms (it re-opens and reads ahead a 50 MiB block)")
+    return "Takeaways: " + "; ".join(lines) + "."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=8)
@@ -81,6 +96,7 @@ def main() -> None:
             table = markdown_table(doc)
             print(table)
             m = doc["meta"]
+            table += "\n\n" + takeaways(doc)
             sections.append(
                 f"### {label}: {path.name}, {m['total_bytes'] / 1e6:.1f} MB, {m['total_events']:,} events\n\n"
                 f"Columns {', '.join(m['columns'])}; {m['reps']} repetitions, {m['nranges']} random "

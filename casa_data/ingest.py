@@ -284,22 +284,37 @@ def ingest(dataset: str, dest: str, *, to: str | None = None, name: str | None =
             cand = _readable(f.candidates, f.lfn)
             nevents = f.nevents
             meta: dict[str, str] = {"casa-lfn": f.lfn[:1000]}
+            url = f"s3://{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}{rel}"
             if convert:
                 rel = os.path.splitext(rel)[0] + ".parquet"
+                url = os.path.splitext(url)[0] + ".parquet"
+                meta["casa-source"] = cand.url[:1000]
+                meta["casa-row-group-events"] = str(row_group_events or "auto")
+                if cand.via == "local":
+                    meta["casa-source-sha256"] = _sha256_file(cand.path.reader_url(cand.url))
+                    done = _converted_already(client, url, meta, endpoint, secrets)
+                    if done is not None:  # this source, converted the same way, is there: no work
+                        bar.add_task(rel + " (already there)", total=1, completed=1)
+                        done.lfn, done.lfn_is_replica = f.lfn, False
+                        result.files.append(done)
+                        continue
                 tmpdir.mkdir(parents=True, exist_ok=True)
                 local = tmpdir / (hashlib.sha256(f"{cand.url}|{row_group_events}".encode()).hexdigest()[:24] + ".parquet")
-                if not local.exists():  # kept until uploaded, so a resumed upload sees the same bytes
+                if local.exists():  # kept from an interrupted run, so a resumed upload sees the same bytes
+                    import pyarrow.parquet as pq
+
+                    nevents = pq.ParquetFile(local).metadata.num_rows
+                else:
                     part = local.with_suffix(".tmp")
                     nevents = convert_to_parquet(cand, spec.tree, part, row_group_events)
                     part.replace(local)
-                meta["casa-source"] = cand.url[:1000]
+                meta["casa-nevents"] = str(nevents)
             elif cand.via == "local":
                 local = Path(cand.path.reader_url(cand.url))
             else:  # a remote source: stage it locally first (checksums need the bytes anyway)
                 tmpdir.mkdir(parents=True, exist_ok=True)
                 local = tmpdir / hashlib.sha256(cand.url.encode()).hexdigest()[:24]
                 cand.path.filesystem(cand.url).get(cand.url, str(local))
-            url = f"s3://{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}{rel}"
             task = bar.add_task(rel, total=os.path.getsize(local))
             fr = upload_file(client, local, url, part_size=part_size, metadata=meta, endpoint=endpoint,
                              secrets=secrets, progress=lambda n, t=task: bar.advance(t, n), on_part=on_part)
@@ -312,6 +327,25 @@ def ingest(dataset: str, dest: str, *, to: str | None = None, name: str | None =
                 local.unlink(missing_ok=True)
     result.catalog_file = record(cat, spec, result, catalog_out=catalog_out)
     return result
+
+
+def _converted_already(client, url: str, meta: dict[str, str], endpoint: str, secrets: list[str]) -> FileResult | None:
+    """The object at ``url`` if it was converted from the same source bytes with the same settings."""
+    bucket, key = split_s3_url(url)
+    with s3_errors(url, endpoint, secrets):
+        try:
+            head = client.head_object(Bucket=bucket, Key=key)
+        except client.exceptions.ClientError as err:
+            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+    have = head.get("Metadata", {})
+    keys = ("casa-source-sha256", "casa-row-group-events")
+    if any(have.get(k) != meta.get(k) for k in keys) or "casa-sha256" not in have:
+        return None
+    nevents = int(have["casa-nevents"]) if have.get("casa-nevents", "").isdigit() else None
+    return FileResult(lfn="", url=url, size=int(head["ContentLength"]), sha256=have["casa-sha256"],
+                      nevents=nevents, status="skipped")
 
 
 def _progress(enabled: bool):

@@ -168,6 +168,9 @@ def test_ingest_to_parquet_same_histograms_and_checksums(s3, env):
     assert meta.num_rows == 100_000 and meta.num_row_groups >= 1
     local = casa_data.open("test/agc", via="local", catalog=cat)
     assert np.array_equal(_hist(local), _hist(remote))
+    again = ingest("test/agc", "s3://casa-test/pq", to="parquet", catalog=cat)  # same source: no work
+    assert [(f.status, f.nevents) for f in again.files] == [("skipped", 100_000)]
+    assert len(casa_data.get_catalog(cat).get("test/agc-parquet").files) == 1
 
 
 def _big_root(tmp_path: Path, copies: int = 4) -> Path:

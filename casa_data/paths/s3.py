@@ -94,8 +94,14 @@ class S3Path(DeliveryPath):
         return self.settings(url).get("endpoint_url") or "AWS S3"
 
     def _secrets(self, url: str | None) -> list[str]:
+        """Values to scrub from any message (configured or resolved through the AWS chain)."""
         s = self.settings(url)
-        return [str(s[k]) for k in ("secret", "token") if s.get(k)]
+        out = [str(s[k]) for k in ("secret", "token") if s.get(k)]
+        try:
+            creds = self.credentials(url)
+        except CasaError:
+            creds = {}
+        return out + [str(v) for k, v in creds.items() if v and k != "access_key"]
 
     def storage_options(self, url: str) -> dict[str, Any]:
         """s3fs constructor arguments (what uproot's fsspec source and pandas take)."""
@@ -197,18 +203,19 @@ class S3Path(DeliveryPath):
         ct = timeout if timeout is not None else s.get("connect_timeout", 3)
         rt = timeout if timeout is not None else s.get("read_timeout", 60)
         attempts = 1 if timeout is not None else int(s.get("max_attempts", 2))
-        session = boto3.session.Session(profile_name=s.get("profile")) if s.get("profile") else boto3
         kw: dict[str, Any] = {"endpoint_url": s.get("endpoint_url"), "region_name": s.get("region") or "us-east-1"}
-        if s.get("key") and s.get("secret"):
-            kw.update(aws_access_key_id=s["key"], aws_secret_access_key=s["secret"],
-                      aws_session_token=s.get("token"))
+        if not s.get("anon"):
+            # Explicit, never boto3's default session: it keeps the first credentials it found.
+            creds = self.credentials(url)
+            kw.update(aws_access_key_id=creds.get("access_key"), aws_secret_access_key=creds.get("secret_key"),
+                      aws_session_token=creds.get("session_token"))
         cfg = Config(connect_timeout=ct, read_timeout=rt,
                      retries={"max_attempts": attempts, "mode": "standard"})
         if s.get("anon"):
             from botocore import UNSIGNED
 
             cfg = cfg.merge(Config(signature_version=UNSIGNED))
-        return session.client("s3", config=cfg, **kw)
+        return boto3.session.Session().client("s3", config=cfg, **kw)
 
     # -- health -----------------------------------------------------------------------------
     def check(self, url: str, timeout: float = 5.0) -> None:
