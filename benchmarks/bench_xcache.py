@@ -231,9 +231,9 @@ What limits it (measured on this 2-core machine shared with other jobs; see also
 - **TLS.** ztn token login forces TLS on the whole connection: warm whole-file reads run at
   ~500 MB/s with tokens vs ~1250 MB/s for the same XCache without auth (then warm ~= origin,
   1.17x). The client's `XRD_TLSNODATA=1` (data on an unencrypted substream) brings warm reads to
-  that speed (451-491 vs 175-297 MB/s in back-to-back runs), but the first read of a cold file then
-  stalls 60 s (the delayed reply is lost on the data substream until the stream timeout; 5.5.3
-  server + 6.2.1 client), so casa does not enable it.
+  that speed (451-491 vs 175-297 MB/s in back-to-back runs), but the first read on every new
+  connection then stalls 60 s, warm or cold (its reply is lost on the data substream until the
+  stream timeout; 5.5.3 server + 6.2.1 client), so casa does not enable it.
 - **Local disk is the page cache** (4-6 GB/s): warm >= 0.8x local is out of reach for raw
   whole-file reads over any XRootD path (the origin itself reaches ~0.2x); uproot column reads are
   decompression-bound, which hides most of the transport cost, and there the ratios are near 1.
