@@ -574,3 +574,32 @@ def test_runtime_error_is_located(tmp_path, casa_env):
     assert f"{spec}:{line}:{col}: variables.mll: cannot evaluate 'sum(Muon.pt + Jet.pt)'" in str(err.value)
     assert "nano_dy.root entries [0, 40)" in str(err.value)
     assert err.value.partial is not None
+
+
+PUSH = """\
+name: push
+datasets: {dy: {dataset: cms/dy-nano}}
+selection:
+  objects:
+    Jet: pt > 30
+  events:
+    two muons: count(Muon) >= 2 and MET.pt > 10
+    jets: count(Jet) > 1 and sum(Jet.pt) > 100 and 0 < MET.pt < 1000
+histograms:
+  h: {axes: [{name: x, expr: "Muon[0].pt", bins: 10, start: 0, stop: 100}]}
+"""
+
+
+def test_pushdown_translation_is_looser_and_exact_where_it_translates(shared_data, tmp_path, casa_env):
+    spec = tmp_path / "push.yaml"
+    spec.write_text(PUSH)
+    d = plan(load_spec(spec), catalog=CATALOG).datasets["dy"]
+    # sum(Jet.pt) has no flat form: left out (looser); the rest is the processor's cut exactly
+    assert d.prefilter == "(nMuon >= 2) and (MET_pt > 10) and (count((Jet_pt > 30)) > 1) and (0 < MET_pt < 1000)"
+    # uproot's language (ServiceX): counts before object cuts, single comparisons as they are
+    assert d.loose_cut == "(nMuon >= 2) & (MET_pt > 10) & (nJet >= 2)"
+    res = run_pipeline(spec, catalog=CATALOG, output=tmp_path / "out")
+    n_pre = len(casa_data.open("cms/dy-nano", catalog=CATALOG).to_awkward(d.columns, filter=d.prefilter))
+    n_loose = len(uproot.open(shared_data / FILES["cms/dy-nano"])["Events"].arrays(["nMuon"], cut=d.loose_cut))
+    cf = res.summary["datasets"]["dy"]["cutflow"]
+    assert n_loose >= n_pre >= cf["jets"] and n_pre <= cf["two muons"]

@@ -375,12 +375,23 @@ def _flat(ch: Checker, e: Expr, node: ast.AST, src: str | None) -> str | None:
         inner = go(node.args[0])
         return None if inner is None else f"{node.func.id}({inner})"  # type: ignore[attr-defined]
     if (isinstance(node, ast.Call) and node.func.id == "count" and src is None  # type: ignore[attr-defined]
-            and isinstance(node.args[0], ast.Name) and node.args[0].id in ch.chains):
-        coll, cuts = ch.chains[node.args[0].id]
+            and _chain(ch, node.args[0]) is not None):
+        coll, cuts = _chain(ch, node.args[0])
         parts = [_flat(ch, c, c.tree, coll) for c in cuts]
         if None in parts:
             return None
         return f"count({' and '.join(parts)})" if parts else f"n{coll}"
+    return None
+
+
+def _chain(ch: Checker, node: ast.AST) -> tuple[str, list[Expr]] | None:
+    """(NanoAOD collection, object cuts in order) behind a collection name, or None."""
+    if not isinstance(node, ast.Name):
+        return None
+    if node.id in ch.chains:
+        return ch.chains[node.id]
+    if node.id in ch.schema.collections and node.id not in ch.env:
+        return node.id, []
     return None
 
 
@@ -411,9 +422,8 @@ def _count_sum(ch: Checker, node: ast.AST) -> list[str] | None:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         a, b = _count_sum(ch, node.left), _count_sum(ch, node.right)
         return None if a is None or b is None else a + b
-    if (isinstance(node, ast.Call) and node.func.id == "count"  # type: ignore[attr-defined]
-            and isinstance(node.args[0], ast.Name) and node.args[0].id in ch.chains):
-        return [f"n{ch.chains[node.args[0].id][0]}"]
+    if isinstance(node, ast.Call) and node.func.id == "count" and _chain(ch, node.args[0]):  # type: ignore[attr-defined]
+        return [f"n{_chain(ch, node.args[0])[0]}"]
     return None
 
 
@@ -421,13 +431,20 @@ def loose_count_cut(ch: Checker) -> str | None:
     """A looser pre-selection in uproot's expression language (no per-event reductions there).
 
     ``count(C) >= k`` (also ``> k``, ``== k``, and sums of counts) needs at least k objects before
-    the object cuts, so it becomes ``nC >= k``: every event the processor keeps passes it.
+    the object cuts, so it becomes ``nC >= k``: every event the processor keeps passes it. Single
+    comparisons of per-event columns (``MET.pt > 20``) are kept as they are.
     """
     parts = []
     for name in ch.spec.selection.events:
         e = ch.pipe.exprs[("selection", "events", name)]
         for c in _conjuncts(e.tree):
-            if not (isinstance(c, ast.Compare) and len(c.ops) == 1 and isinstance(c.ops[0], (ast.GtE, ast.Gt, ast.Eq))):
+            if not (isinstance(c, ast.Compare) and len(c.ops) == 1):
+                continue
+            flat = _flat(ch, e, c, None)
+            if flat is not None and "count(" not in flat and not any(w in flat for w in (" and ", " or ", "not ")):
+                parts.append(flat)  # a comparison of per-event columns: exact, and uproot can say it
+                continue
+            if not isinstance(c.ops[0], (ast.GtE, ast.Gt, ast.Eq)):
                 continue
             counters, k = _count_sum(ch, c.left), c.comparators[0]
             if counters is None or not (isinstance(k, ast.Constant) and type(k.value) is int):
