@@ -560,6 +560,18 @@ def test_runs_on_a_dask_cluster(shared_data, tmp_path, casa_env):
     assert there.summary["datasets"]["tt"]["cutflow"] == here.summary["datasets"]["tt"]["cutflow"]
 
 
+def test_block_scalar_and_malformed_yaml_are_located(tmp_path, casa_env):
+    spec = tmp_path / "spec.yaml"
+    text = BASE.replace("two: count(Muon) >= 2", "two: |\n      count(Muon) >= 2\n        and foo(Muon)")
+    spec.write_text(text)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "and foo(Muon)" in l)
+    with pytest.raises(PipelineError, match=f"^{spec}:{line}:13: selection.events.two: unknown function 'foo'"):
+        load_spec(spec)
+    spec.write_text("name: t\nlumi: [10\n")
+    with pytest.raises(PipelineError, match=f"^{spec}:3:1: malformed YAML"):
+        load_spec(spec)
+
+
 def test_runtime_error_is_located(tmp_path, casa_env):
     """An expression that types but cannot be computed (lists of different lengths) names its place."""
     from casa_compute.pipeline.run import PipelineRunError

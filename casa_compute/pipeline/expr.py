@@ -54,7 +54,7 @@ class Where:
     def at(self, lineno: int = 1, col_offset: int = 0) -> tuple[int, int]:
         """File (line, column) of ``col_offset`` on line ``lineno`` of the expression text."""
         if self.style == "|":  # literal block: the text starts on the next line, indented
-            indent = _indent(self.path, self.line + lineno) if self.path else 0
+            indent = _indent(self.path, self.line + 1) if self.path else 0  # the block's indentation
             return self.line + lineno, indent + col_offset + 1
         if lineno > 1 or self.style == ">":  # folded text: only the start is known exactly
             return self.line, self.col
