@@ -362,3 +362,18 @@ def test_path_pickles_and_checks(stack):
     assert os.environ["BEARER_TOKEN_FILE"] not in repr(xc) and "token" not in repr(xc).lower()
     with pytest.raises(FileReadError, match="/store/cms/nope.root does not exist"):
         xc.check(f"{stack.xcache_url}//store/cms/nope.root")
+
+
+def test_casa_bench_xrootd_methods(shared_data):
+    from casa_data.bench import bench
+
+    t0 = time.monotonic()
+    doc = bench([str(shared_data / "agc/open-data-example.root")], methods=["xrootd", "xcache-cold", "xcache-warm"],
+                quick=True)
+    for m in ("xrootd", "xcache-cold", "xcache-warm"):
+        assert doc["results"][m]["whole_mb_s"]["median"] > 0
+        assert doc["results"][m]["bytes"]["whole"] == 3568384
+    assert time.monotonic() - t0 < 60
+    from casa_data.bench.xrootd import _shared
+
+    assert _shared["stack"] is None and _shared["users"] == 0  # the last teardown stopped the servers
