@@ -30,7 +30,7 @@ from ..errors import ServiceError
 from .base import LOOPBACK, Service, free_port, port_open
 from .pki import PKI, TestIssuer, make_test_pki
 
-__all__ = ["XRootDOrigin", "XCache", "XRootDStack", "bind_shim", "XROOTD_INSTALL_HINT"]
+__all__ = ["XRootDOrigin", "XCache", "XRootDStack", "bind_shim", "process_pki", "XROOTD_INSTALL_HINT"]
 
 XROOTD_INSTALL_HINT = (
     "apt-get install --no-install-recommends xrootd-server xrootd-server-plugins "
@@ -282,21 +282,41 @@ class XCache(_XRootDServer):
         return cfg
 
 
+_process_pki: list[PKI] = []
+
+
+def process_pki() -> PKI:
+    """This process's test CA and localhost server certificate (made once, removed at exit)."""
+    if not _process_pki:
+        import atexit
+
+        d = Path(tempfile.mkdtemp(prefix="casa-xrootd-pki-", dir=_workdir_base()))
+        os.chmod(d, 0o755)
+        pki = make_test_pki(d)
+        _give_to_server(pki.server_key, pki.server_cert)
+        atexit.register(shutil.rmtree, d, True)
+        _process_pki.append(pki)
+    return _process_pki[0]
+
+
 class XRootDStack:
     """Origin + token-protected XCache + test issuer and PKI, in one 0755 work directory.
 
     ``start()`` brings both up (origin first) and ``stop()`` stops both; each server can also be
     stopped and restarted alone (``stack.origin.stop()``, ``stack.xcache.start()``) for fault tests.
+
+    Stacks of one process share one test CA (:func:`process_pki`) unless given ``pki``: the XRootD
+    client reads its CA directory once per process, so a second CA would fail TLS.
     """
 
     def __init__(self, data_dir: str | os.PathLike, workdir: str | os.PathLike | None = None,
-                 auth: bool = True, audience: str = "casa-xcache", **tuning: Any):
+                 auth: bool = True, audience: str = "casa-xcache", pki: PKI | None = None, **tuning: Any):
         self._own = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="casa-xrootd-", dir=_workdir_base()))
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)  # mkdtemp's 0700 would lock the xrootd user out
         self.issuer = TestIssuer(audience=audience)
-        self.pki = make_test_pki(self.workdir / "pki")
+        self.pki = pki or process_pki()
         self.origin = XRootDOrigin(data_dir, self.workdir / "origin")
         self.xcache = XCache(self.origin, self.workdir / "xcache", self.issuer if auth else None,
                              self.pki if auth else None, auth=auth, **tuning)
