@@ -187,9 +187,7 @@ def main() -> None:
 
 
 def write_results(path: Path, args, size: int, rows, ratios) -> None:
-    import os as _os
-
-    load = _os.getloadavg()[0]
+    load = os.getloadavg()[0]
     lines = [
         BEGIN,
         "## XCache: local disk vs origin vs XCache cold/warm (`benchmarks/bench_xcache.py`)",

@@ -22,7 +22,6 @@ connection keeps the token it logged in with).
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,8 +33,6 @@ from ..tokens import WHAT_TO_DO, BearerToken, find_token, require_token, token_s
 from .base import DeliveryPath
 
 __all__ = ["XRootDPath", "XCachePath", "configure_client", "explain_xrootd_error"]
-
-log = logging.getLogger("casa_data")
 
 # StreamErrorWindow: after a broken connection XrdCl fails every request to that server for this
 # long (default 1800 s!), so a restarted XCache would stay "down" for half an hour.
