@@ -380,8 +380,20 @@ def _flat(ch: Checker, e: Expr, node: ast.AST, src: str | None) -> str | None:
         parts = [_flat(ch, c, c.tree, coll) for c in cuts]
         if None in parts:
             return None
-        return f"count({' and '.join(parts)})" if parts else f"n{coll}"
+        return f"count({_unwrap(' and '.join(parts))})" if parts else f"n{coll}"
     return None
+
+
+def _unwrap(text: str) -> str:
+    """``(a and b)`` -> ``a and b`` when the outer parentheses enclose everything."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return text
+    depth = 0
+    for i, c in enumerate(text):
+        depth += (c == "(") - (c == ")")
+        if depth == 0 and i < len(text) - 1:
+            return text
+    return text[1:-1]
 
 
 def _chain(ch: Checker, node: ast.AST) -> tuple[str, list[Expr]] | None:

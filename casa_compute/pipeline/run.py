@@ -54,10 +54,15 @@ class Plan:
     inputs: dict[str, list[dict]] = field(default_factory=dict)
 
     def describe(self) -> str:
-        lines = [f"pipeline {self.pipe.spec.name} ({self.pipe.path})"]
+        """The plan as text (``casa run --dry-run``): inputs, columns, what is pushed where."""
+        lines = [f"pipeline {self.pipe.spec.name} ({self.pipe.path}), spec hash {self.pipe.hash[:12]}"]
         for lab, d in self.datasets.items():
-            lines.append(f"  {lab}: {d.dataset.name} via {d.via or 'auto'}, {len(d.dataset.resolved)} file(s), "
-                         f"{len(d.columns)} columns, normalisation {d.norm}")
+            via = d.via or (d.dataset.resolved[0].candidates[0].via if d.dataset.resolved else "auto")
+            norm = "not scaled" if d.norm is None else (
+                f"scaled by {d.norm[0]:.6g} / " + (f"{d.norm[1]:,} events" if d.norm[1] else "sum of weights"))
+            lines.append(f"  {lab}: {d.dataset.name} via {via}, {len(d.dataset.resolved)} file(s), "
+                         f"{d.nevents:,} events, {norm}")
+            lines.append(f"    columns ({len(d.columns)}): {', '.join(d.columns)}")
             lines.append(f"    pre-filter: {d.prefilter or '(none)'}")
             if d.via == "servicex":
                 lines.append(f"    ServiceX cut: {d.loose_cut or '(none)'}")
