@@ -30,7 +30,7 @@ from ..errors import ServiceError
 from .base import LOOPBACK, Service, free_port, port_open
 from .pki import PKI, TestIssuer, make_test_pki
 
-__all__ = ["XRootDOrigin", "XCache", "XRootDStack", "bind_shim", "process_pki", "XROOTD_INSTALL_HINT"]
+__all__ = ["XRootDOrigin", "XCache", "XRootDStack", "bind_shim", "shared_pki", "XROOTD_INSTALL_HINT"]
 
 XROOTD_INSTALL_HINT = (
     "apt-get install --no-install-recommends xrootd-server xrootd-server-plugins "
@@ -282,21 +282,55 @@ class XCache(_XRootDServer):
         return cfg
 
 
-_process_pki: list[PKI] = []
+def _pki_at(d: Path) -> PKI:
+    return PKI(d / "ca.pem", d / "cadir", d / "server.pem", d / "server.key")
 
 
-def process_pki() -> PKI:
-    """This process's test CA and localhost server certificate (made once, removed at exit)."""
-    if not _process_pki:
-        import atexit
+def _usable(d: Path) -> bool:
+    """``d`` holds our PKI: owned by us, not writable by others, certificates valid for 2+ days."""
+    import datetime as dt
 
-        d = Path(tempfile.mkdtemp(prefix="casa-xrootd-pki-", dir=_workdir_base()))
-        os.chmod(d, 0o755)
-        pki = make_test_pki(d)
-        _give_to_server(pki.server_key, pki.server_cert)
-        atexit.register(shutil.rmtree, d, True)
-        _process_pki.append(pki)
-    return _process_pki[0]
+    from cryptography import x509
+
+    try:
+        st = d.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return False
+        pki = _pki_at(d)
+        cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+        left = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+        return left > dt.timedelta(days=2) and pki.server_key.is_file() and any(pki.ca_dir.glob("*.0"))
+    except (OSError, ValueError):
+        return False
+
+
+def shared_pki() -> PKI:
+    """The test CA and localhost certificate every stack of this user shares, made on first use.
+
+    One CA for all stacks (tests, benchmarks, the facility) because an XRootD client reads its CA
+    directory once per process: a second CA in the same process would fail TLS. It lives in
+    ``<tmp>/casa-xrootd-pki-<uid>`` (the ``xrootd`` user must read the server key) and is renewed
+    when it expires within 2 days.
+    """
+    d = Path(_workdir_base()) / f"casa-xrootd-pki-{os.getuid()}"
+    if _usable(d):
+        return _pki_at(d)
+    tmp = Path(tempfile.mkdtemp(prefix=d.name + ".", dir=d.parent))
+    os.chmod(tmp, 0o755)
+    make_test_pki(tmp)
+    _give_to_server(tmp / "server.key", tmp / "server.pem")
+    if d.exists() or d.is_symlink():
+        if _usable(d):  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _pki_at(d)
+        if d.is_symlink() or d.stat().st_uid != os.getuid():
+            raise ServiceError(f"{d} exists and is not ours; remove it (it should hold casa's test CA)")
+        shutil.rmtree(d)
+    try:
+        os.rename(tmp, d)
+    except OSError:  # lost a race: use the winner's
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _pki_at(d)
 
 
 class XRootDStack:
@@ -305,8 +339,8 @@ class XRootDStack:
     ``start()`` brings both up (origin first) and ``stop()`` stops both; each server can also be
     stopped and restarted alone (``stack.origin.stop()``, ``stack.xcache.start()``) for fault tests.
 
-    Stacks of one process share one test CA (:func:`process_pki`) unless given ``pki``: the XRootD
-    client reads its CA directory once per process, so a second CA would fail TLS.
+    Stacks share one test CA (:func:`shared_pki`) unless given ``pki``: the XRootD client reads its
+    CA directory once per process, so a second CA would fail TLS.
     """
 
     def __init__(self, data_dir: str | os.PathLike, workdir: str | os.PathLike | None = None,
@@ -316,7 +350,7 @@ class XRootDStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)  # mkdtemp's 0700 would lock the xrootd user out
         self.issuer = TestIssuer(audience=audience)
-        self.pki = pki or process_pki()
+        self.pki = pki or shared_pki()
         self.origin = XRootDOrigin(data_dir, self.workdir / "origin")
         self.xcache = XCache(self.origin, self.workdir / "xcache", self.issuer if auth else None,
                              self.pki if auth else None, auth=auth, **tuning)
