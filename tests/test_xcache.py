@@ -251,6 +251,15 @@ def test_token_from_runtime_dir_and_open_permissions(stack, monkeypatch, tmp_pat
     assert isinstance(err, TokenError) and f"chmod 600 {loose}" in str(err), err
 
 
+def test_xcache_refusing_falls_back_to_origin(stack, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="casa_data")
+    monkeypatch.setenv("BEARER_TOKEN", stack.issuer.mint("storage.read:/cms/dy"))  # not for dimuon
+    arr = casa_data.open("test/dimuon").to_awkward(["nMuon"])
+    assert len(arr) == 200_000
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "does not grant" in warnings[0], warnings
+
+
 def test_missing_file_names_the_lfn(stack):
     t0 = time.monotonic()
     with pytest.raises(CasaError) as info:
