@@ -121,6 +121,13 @@ def test_reads_equal_direct_bytes_and_histograms(stack):
     assert ak.all(ak.flatten(origin.Muon_pt) == ak.flatten(direct.Muon_pt))
 
 
+def test_coffea_nanoevents_through_xcache(stack):
+    events = casa_data.open("test/dy", via="xcache").events()
+    direct = casa_data.open([str(_local(stack, "/store/cms/dy/nano_dy.root"))]).events()
+    assert len(events) == 40
+    assert ak.all(ak.flatten(events.Muon.pt) == ak.flatten(direct.Muon.pt))
+
+
 def test_cache_fills_and_status(stack):
     before = casa_data.cache_status("test/cold-a")
     assert [f.state for f in before] == ["not cached"]
