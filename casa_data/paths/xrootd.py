@@ -64,6 +64,13 @@ def configure_client(options: dict[str, Any] | None = None) -> None:
     _configured["key"] = key
 
 
+def _loose(path: os.PathLike) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & 0o077)
+    except OSError:
+        return False
+
+
 def _lfn_of(url: str) -> str:
     path = urlsplit(url).path
     return "/" + path.lstrip("/")
@@ -86,7 +93,7 @@ def explain_xrootd_error(url: str, err: BaseException, token: BearerToken | None
                               + WHAT_TO_DO.format(uid=uid))
         if token.expired():
             why = "it has expired"
-        elif token.path is not None and os.stat(token.path).st_mode & 0o077:
+        elif token.path is not None and _loose(token.path):
             why = f"the file is readable by others, so the client will not send it: chmod 600 {token.path}"
         elif not token.is_jwt:
             why = "it is not a JWT"
