@@ -64,7 +64,7 @@ def running():
 def test_status_reports_every_service_healthy(running):
     st = facility.status()
     assert st["up"], st
-    assert {"xcache", "xrootd-origin", "s3", "dask"} <= set(st["services"])
+    assert set(st["services"]) == {"xcache", "xrootd-origin", "s3", "servicex", "skyhook", "dask"}
 
 
 def test_up_twice_is_safe(running):
@@ -87,7 +87,7 @@ def test_secrets_are_private_files(running):
     assert tls and all(os.stat(f).st_mode & 0o077 == 0 for f in tls)
 
 
-@pytest.mark.parametrize("via", ["xcache", "s3", None])
+@pytest.mark.parametrize("via", ["xcache", "s3", "skyhook", None])
 def test_demo_dataset_reads_through_the_facility(running, via):
     ds = casa_data.open("demo/zmumu", via=via)
     if via is None:
@@ -96,6 +96,17 @@ def test_demo_dataset_reads_through_the_facility(running, via):
     ref = casa_data.open("demo/zmumu", via="local").to_awkward(["Muon_pt"], filter="nMuon == 2")
     assert len(got) == len(ref) > 100_000
     assert ak.all(ak.flatten(got.Muon_pt) == ak.flatten(ref.Muon_pt))
+
+
+def test_servicex_query_through_the_facility_endpoint(running):
+    from servicex.query import FuncADL_Uproot
+
+    query = (FuncADL_Uproot().FromTree("Events").Where(lambda e: e.nMuon == 2)
+             .Select(lambda e: {"pt": e.Muon_pt}))
+    got = casa_data.open("demo/zmumu", query=query).to_awkward()
+    ref = casa_data.open("demo/zmumu", via="local").to_awkward(["Muon_pt"], filter="nMuon == 2")
+    assert len(got) == len(ref)
+    assert ak.all(ak.flatten(got.pt) == ak.flatten(ref.Muon_pt))
 
 
 def test_dask_over_tls_and_plain_tcp_is_refused(running):

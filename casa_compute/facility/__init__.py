@@ -1,7 +1,8 @@
 """The facility in a box: every service a coffea-casa-style facility offers, on 127.0.0.1.
 
 ``casa facility up`` starts a supervisor process that runs an XRootD origin with a token-protected
-XCache, an S3 server (SeaweedFS) and a Dask scheduler with workers over TLS, loads the demo
+XCache, an S3 server (SeaweedFS), the ServiceX-compatible endpoint, the Skyhook service and a Dask
+scheduler with workers over TLS, loads the demo
 dataset into the origin and a bucket, and writes ``~/.config/casa/facility.yaml`` so casa_data and
 casa_compute use it by themselves. ``status`` checks every service; ``down`` stops them all and
 removes the config. Secrets (token, S3 keys, TLS keys) are 0600 files in the state directory.
@@ -104,14 +105,17 @@ def down(state_dir: Path | None = None, timeout: float = 90.0) -> bool:
         if not _wait_gone(pid, timeout):
             os.killpg(pid, signal.SIGKILL)
             _wait_gone(pid, 10)
-    # Whatever the supervisor could not stop (it was killed): end the recorded process groups.
-    for svc in state.get("services", {}).values():
-        for p in svc.get("pids", []):
-            if _alive(p):
-                try:
-                    os.killpg(p, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    # Every service runs in its own process group (its pid): wait for all members (pool workers
+    # too) to exit, and kill what is left after a grace period.
+    groups = {p for svc in state.get("services", {}).values() for p in svc.get("pids", [])} | {pid}
+    deadline = time.monotonic() + 15
+    while _group_members(groups) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for g in groups:
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     from .supervisor import remove_client_files
 
     remove_client_files(state)
@@ -138,6 +142,20 @@ def status(state_dir: Path | None = None) -> dict[str, Any]:
             detail += f" (processes gone: {dead})"
         out["services"][name] = {"ok": ok, "detail": detail.strip()}
     out["up"] = out["up"] and all(s["ok"] for s in out["services"].values())
+    return out
+
+
+def _group_members(pgids: set[int]) -> list[int]:
+    """Live processes whose process group is one of ``pgids``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) in pgids:
+                out.append(int(d))
     return out
 
 

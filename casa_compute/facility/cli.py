@@ -24,7 +24,7 @@ def up_cmd(workers: int = typer.Option(2, help="Dask workers")) -> None:
 
     from . import status, up
 
-    with Console().status("starting the facility (XRootD + XCache, S3, Dask over TLS)..."):
+    with Console().status("starting the facility (XRootD + XCache, S3, ServiceX, Skyhook, Dask over TLS)..."):
         state = up(workers=workers)
     print(f"facility up (state in {state['state_dir']}, config {state['config_file']})")
     _print_status(status())

@@ -1,5 +1,9 @@
 """The facility supervisor: starts the services, writes state and config, stops all on SIGTERM.
 
+Services: XRootD origin + XCache (token auth), SeaweedFS (S3) with the demo data in a bucket, the
+ServiceX-compatible endpoint (outputs to that S3), the Skyhook Flight service over the origin's
+files (trusting the facility's token issuer) and a Dask LocalCluster over TLS.
+
 Run by :func:`casa_compute.facility.up` as ``python -m casa_compute.facility.supervisor DIR``.
 Each part below starts one service through the launchers in ``casa_data.services`` and
 ``casa_compute.clusters`` and returns what clients need (URLs, ports, config).
@@ -98,6 +102,7 @@ class Facility:
         stack = XRootDStack(data_dir=store, workdir=self.dir / "xrootd")
         stack.start()
         self.stoppers.append(stack.stop)
+        self.issuer = stack.issuer
         tok = token_path()
         owned = not tok.exists() or self._owns_token(tok)
         if owned:
@@ -123,6 +128,7 @@ class Facility:
         s3 = SeaweedFS(self.dir / "s3")
         s3.start()
         self.stoppers.append(s3.stop)
+        self.s3 = s3
         s3.create_bucket(BUCKET)
         client = s3.client()
         for f in sorted(store.rglob("*")):
@@ -132,6 +138,26 @@ class Facility:
         self.rule("/store/", f"s3://{BUCKET}/store/", "s3")
         self.services["s3"] = {"url": s3.endpoint_url, "ports": [s3.ports["s3"]], "pids": [s3.proc.pid],
                                "bucket": BUCKET}
+
+    def start_servicex(self) -> None:
+        from casa_data.services.servicex import ServiceXEndpoint
+
+        sx = ServiceXEndpoint(self.dir / "servicex", workers=1, s3=self.s3)
+        sx.start()
+        self.stoppers.append(sx.stop)
+        self.config["paths"]["servicex"] = {"endpoint": sx.url}
+        self.services["servicex"] = {"url": sx.url, "ports": [sx.port], "pids": [sx.proc.pid]}
+
+    def start_skyhook(self, store: Path) -> None:
+        from casa_data.services.skyhook import SkyhookService
+
+        # Trusts the facility's token issuer: the token from `up` works here as for the XCache.
+        sky = SkyhookService(store, self.dir / "skyhook", token=None, issuer=self.issuer)
+        sky.start()
+        self.stoppers.append(sky.stop)
+        self.config["paths"]["skyhook"] = sky.path_options()
+        self.rule("/store/", sky.url(""), "skyhook")
+        self.services["skyhook"] = {"url": sky.url(""), "ports": [sky.port], "pids": [sky.proc.pid]}
 
     def start_dask(self) -> None:
         from distributed.security import Security
@@ -162,6 +188,8 @@ class Facility:
         store = self.demo_files()
         self.start_xrootd(store)
         self.start_s3(store)
+        self.start_servicex()
+        self.start_skyhook(store)
         self.start_dask()
         # The local demo copy stays reachable with via="local".
         self.rule("/store/demo/", f"{get_config().data_path / 'demo'}/", "local")
