@@ -82,13 +82,12 @@ def main() -> None:
     os.environ["CASA_DATA_DIR"] = str(work / "data")
     import casa_data
     from casa_data.config import reset_config
-    from casa_data.services.s3 import SeaweedFS
-    from casa_data.services.servicex import ServiceXEndpoint
+    from casa_data.services.servicex import OutputSeaweedFS, ServiceXEndpoint
 
     reset_config()
     small = small_file(work)
     big = big_inputs(work, a.files)
-    s3 = None if a.local else SeaweedFS(work / "s3").start()
+    s3 = None if a.local else OutputSeaweedFS(work / "s3").start()
     sx = ServiceXEndpoint(work / "sx", s3=s3).start()
     try:
         def deliver(files, **kw):

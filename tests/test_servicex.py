@@ -22,8 +22,7 @@ import casa_data
 from casa_data.config import reset_config
 from casa_data.errors import PartialResultError, QueryError, ServiceError
 from casa_data.services.base import free_port
-from casa_data.services.s3 import SeaweedFS
-from casa_data.services.servicex import ServiceXEndpoint
+from casa_data.services.servicex import OutputSeaweedFS, ServiceXEndpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -41,7 +40,7 @@ def _q():
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server:
+    with OutputSeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
 
 
@@ -253,7 +252,8 @@ def test_restart_mid_request_completes_with_auth_and_local_outputs(casa_env, mon
         tok = tmp_path / "token"
         tok.write_text(ep.refresh_token)
         cfg = casa_env / "casa.yaml"
-        cfg.write_text(yaml.safe_dump({"paths": {"servicex": {"endpoint": ep.url, "token_file": str(tok)}}}))
+        cfg.write_text(yaml.safe_dump({"paths": {"servicex": {"endpoint": ep.url, "token_file": str(tok),
+                                                              "down_timeout": 3}}}))
         monkeypatch.setenv("CASA_CONFIG", str(cfg))
         reset_config()
         assert httpx.get(ep.url + "/servicex/transformation").status_code == 401  # auth is on
@@ -261,7 +261,7 @@ def test_restart_mid_request_completes_with_auth_and_local_outputs(casa_env, mon
 
         def run():
             try:
-                result["ds"] = casa_data.open(inputs, query=_slow, progress=False)
+                result["ds"] = casa_data.open(inputs, query=_slow, progress=False, ignore_cache=True)
             except BaseException as err:  # noqa: BLE001 - reported by the assertion below
                 result["err"] = err
 
@@ -281,6 +281,22 @@ def test_restart_mid_request_completes_with_auth_and_local_outputs(casa_env, mon
         assert len(result["ds"].files) == 3
         assert len(got) == sum(uproot.open(p)["Events"].num_entries for p in inputs)
         assert ep.refresh_token not in repr(ep) and ep.refresh_token not in ep.log_tail(200)
+
+        # Stopped and not restarted: a clear error after down_timeout, not minutes of client retries.
+        th = threading.Thread(target=run)
+        result.clear()
+        th.start()
+        before = _done_files(db)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _done_files(db) == before:
+            time.sleep(0.1)
+        ep.stop()
+        t0 = time.monotonic()
+        th.join(60)
+        assert not th.is_alive() and isinstance(result.get("err"), ServiceError), result
+        msg = str(result["err"])
+        assert ep.url in msg and "stopped answering" in msg and "while request" in msg, msg
+        assert time.monotonic() - t0 < 15
 
 
 def _done_files(db: Path) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .base import LOOPBACK, Service, free_port
 
-__all__ = ["ServiceXEndpoint"]
+__all__ = ["ServiceXEndpoint", "OutputSeaweedFS"]
 
 
 class ServiceXEndpoint(Service):
@@ -100,3 +100,21 @@ class ServiceXEndpoint(Service):
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<ServiceXEndpoint {self.url} {state} s3={'yes' if self._s3 else 'local'} auth={bool(self._refresh)}>"
+
+
+def OutputSeaweedFS(workdir: str | os.PathLike | None = None, **kw: Any):
+    """A :class:`~casa_data.services.s3.SeaweedFS` sized for ServiceX outputs.
+
+    ServiceX needs a bucket per request (the client reads bucket = request id). SeaweedFS stores
+    each bucket as a collection and grows 7 volumes for it; with the launcher's 1 GiB volume
+    limit and ``-volume.max=0`` (slots = free disk / limit) the 11th bucket on a 75 GB disk fails
+    with "No writable volumes and no free volumes left". 64 MiB volumes give ~16x the buckets.
+    """
+    from .s3 import SeaweedFS
+
+    class _Sized(SeaweedFS):
+        def command(self) -> list[str]:
+            return super().command() + ["-master.volumeSizeLimitMB=64"]  # later flags win
+
+    return _Sized(workdir, **kw)
+

@@ -16,7 +16,13 @@ What this adds around the client, and why (see ../shared/notes/servicex.md):
 5. **Fast local delivery**: the client sleeps 5 s between polls and ``deliver`` has no knob. For a
    loopback endpoint (or ``paths.servicex.poll_interval``) the two polling defaults of
    ``servicex.query_core.Query.__init__`` are set to 0.1 s for the duration of the call (under a
-   lock, restored after). Remote endpoints keep the client's 5 s.
+   lock, restored after; concurrent local deliveries in threads therefore take turns). Remote
+   endpoints keep the client's 5 s.
+6. **An endpoint that dies mid-request**: the client retries status calls for minutes. A watchdog
+   probes ``/servicex`` every second; after ``paths.servicex.down_timeout`` s (default 30) without
+   an answer the delivery is cancelled and a ServiceError names the endpoint and the request. An
+   endpoint back within that time resumes the request (its state is in SQLite) and the call
+   completes.
 
 The endpoint is ``endpoint=``, else ``paths: {servicex: {endpoint: URL, token_file: PATH}}``, else
 a casa endpoint started for this process (outputs under ``data_dir/servicex-endpoint``).
@@ -230,8 +236,7 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
     did, name, _ = _dataset(dataset, catalog, caps, tree, nfiles)
     title = f"{name} {uuid.uuid4().hex[:8]}"  # unique: finds the request later (not part of the cache key)
 
-    from servicex import deliver
-    from servicex.servicex_client import ServiceXClient
+    from servicex.servicex_client import ServiceXClient, deliver_async
     from servicex.models import ResultFormat
 
     cfg = _client_config(url, token, poll)
@@ -255,9 +260,21 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
     spec = {"General": {"OutputFormat": fmt, "Delivery": "LocalCache"},
             "Sample": [{"Name": title, "Dataset": did, "Query": sx_query, "Codegen": codegen}]}
     bar = "compact" if (sys.stderr.isatty() if progress is None else progress) else "none"
-    with _polling(poll), _quiet():
-        out = deliver(spec, config_path=str(cfg), servicex_name="casa", progress_bar=bar,
-                      ignore_local_cache=ignore_cache)
+    from make_it_sync import make_sync
+
+    down_after = float(get_config().path_options("servicex").get("down_timeout", 30))
+    try:
+        with _polling(poll), _quiet():
+            out = make_sync(_guarded)(deliver_async(spec, config_path=str(cfg), servicex_name="casa",
+                                                    progress_bar=bar, ignore_local_cache=ignore_cache),
+                                      url, down_after)
+    except _EndpointGone as gone:
+        rid = attached or _submitted_request(cfg, key)
+        raise ServiceError(
+            f"the ServiceX endpoint {url} stopped answering {gone.args[0]:.0f} s ago"
+            + (f" while request {rid} was running" if rid else "")
+            + f" (gave up after paths.servicex.down_timeout = {down_after:.0f} s). Once it is back, call "
+            "again: an unfinished request is re-attached, a lost one is submitted again") from None
     files = out[title]
     rid = attached or (None if hit else _request_of(files, title, client))
     status = None
@@ -276,6 +293,51 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
             result["failures"] = _failures(url, token, rid, status, "casa_file_errors" in caps)
             _forget(cfg, key)
     return result
+
+
+class _EndpointGone(Exception):
+    pass
+
+
+async def _guarded(coro, url: str, down_after: float):
+    """Run ``coro`` (a delivery); cancel it once the endpoint has not answered for ``down_after`` s.
+
+    The client alone retries status calls for minutes against a dead endpoint.
+    """
+    import asyncio
+    import time
+
+    import httpx
+
+    task = asyncio.ensure_future(coro)
+    down_since = None
+    async with httpx.AsyncClient() as http:
+        while not task.done():
+            await asyncio.wait({task}, timeout=1.0)
+            if task.done():
+                break
+            try:
+                await http.get(url + "/servicex", timeout=2)
+                down_since = None
+            except httpx.HTTPError:
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > down_after:
+                    # Not awaited: the client catches CancelledError and then waits on its own
+                    # retrying status task. The loop (make_sync's, in its own thread) is dropped.
+                    task.cancel()
+                    raise _EndpointGone(time.monotonic() - down_since)
+    return task.result()
+
+
+def _submitted_request(cfg: Path, key: str) -> str | None:
+    from servicex.configuration import Configuration
+    from servicex.query_cache import QueryCache
+
+    cache = QueryCache(Configuration.read(str(cfg)))
+    try:
+        return cache.get_transform_request_id(key) if cache.is_transform_request_submitted(key) else None
+    finally:
+        cache.close()
 
 
 def _repair_cache(client, key: str) -> str | None:
