@@ -67,6 +67,67 @@ with uproot.open(f"casa://demo/zmumu/{lfn}") as f:
 ])
 
 
+notebook("03-servicex-and-skyhook", [
+    ("md", """# 3. ServiceX and Skyhook: let the facility do the selecting
+
+Two ways to move less data. **ServiceX** turns a func_adl query into columnar files (the real
+`servicex` client against the facility's endpoint). **Skyhook** runs the projection and filter next
+to the storage and sends back only matching rows -- or only a histogram."""),
+    ("code", """import awkward as ak
+import matplotlib.pyplot as plt
+import mplhep
+import casa_data
+from servicex.query import FuncADL_Uproot
+
+print(casa_data.get_config().path_options("servicex"))"""),
+    ("code", """query = (FuncADL_Uproot().FromTree("Events")
+         .Where(lambda e: e.nMuon == 2)
+         .Select(lambda e: {"pt": e.Muon_pt, "eta": e.Muon_eta, "charge": e.Muon_charge}))
+sx = casa_data.open("demo/zmumu", query=query)   # submitted, transformed, downloaded
+print(sx.describe())
+muons = sx.to_awkward()
+muons.fields, len(muons)"""),
+    ("md", """The same selection pushed to Skyhook, and the same read client-side: identical events."""),
+    ("code", """sky = casa_data.open("demo/zmumu", via="skyhook").to_awkward(["Muon_pt"], filter="nMuon == 2")
+local = casa_data.open("demo/zmumu", via="local").to_awkward(["Muon_pt"], filter="nMuon == 2")
+assert len(sky) == len(local) == len(muons)
+assert ak.all(ak.flatten(sky.Muon_pt) == ak.flatten(local.Muon_pt))
+assert ak.all(ak.flatten(muons.pt) == ak.flatten(local.Muon_pt))
+print(len(sky), "events, identical through ServiceX, Skyhook and local reads")"""),
+    ("md", """Aggregation pushdown: Skyhook fills the histogram on the server; only the bins travel."""),
+    ("code", """from casa_data.skyhook import SkyhookDataset
+url = casa_data.open("demo/zmumu", via="skyhook").files[0].rsplit("/", 1)[0]
+h = SkyhookDataset(url).histogram("MET_pt", bins=50, range=(0, 150), filter="nMuon >= 2")
+plt.style.use(mplhep.style.CMS)
+mplhep.histplot(h)
+plt.xlabel("MET [GeV]")
+print(h.sum())"""),
+])
+
+
+notebook("04-object-storage-benchmark", [
+    ("md", """# 4. Object-storage benchmarking: every access path, side by side
+
+`casa bench` (and `casa_data.bench.bench`) reads the same data through each access path --
+local disk, S3 through s3fs, S3 through Arrow's native client, XRootD, XCache, Skyhook -- and
+reports throughput, column-read rate, small-range latency and bytes moved, with ratios to local
+disk. Here: the quick settings, on the demo dataset, against the facility's S3 server."""),
+    ("code", """import json
+import casa_data
+from casa_data.bench import available_methods, bench, markdown_table
+available_methods()"""),
+    ("code", """doc = bench(["demo/zmumu"], ["local", "s3fs", "s3-arrow"], quick=True, out_dir="bench-out",
+            s3="s3://casa-facility/bench/zmumu")  # the facility bucket
+print(markdown_table(doc))"""),
+    ("code", """from IPython.display import Image
+Image(doc["outputs"]["png"])"""),
+    ("md", """Sanity, not speed: every method moved at least the bytes of the columns it read, and the
+whole-file reads moved exactly the object's size."""),
+    ("code", """for name, r in doc["results"].items():
+    print(name, {k: v for k, v in r["bytes"].items()})"""),
+])
+
+
 notebook("05-clusters", [
     ("md", """# 5. Clusters: local, SLURM and CoffeaCasaCluster
 
