@@ -416,10 +416,12 @@ def record(cat, spec: DatasetSpec, result: IngestResult, catalog_out: str | Path
         e = files[i]
         if fr.nevents is not None:
             e["nevents"] = fr.nevents
-        if result.format == spec.format and "size" not in e:
+        if "size" not in e:
             e["size"] = fr.size
         if "replicas" not in e and fr.lfn_is_replica and result.format == spec.format:
             e["replicas"] = [e["lfn"]]  # listing replicas stops the LFN being read as a path: keep it
+        if e["lfn"] == fr.url:  # a converted file: its LFN is its URL, no replica list needed
+            continue
         reps = e.setdefault("replicas", [])
         if fr.url not in [r if isinstance(r, str) else r.get("url") for r in reps]:
             reps.append(fr.url)
