@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.filterwarnings("ignore::Runti
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "tests" / "catalogs" / "pipelines.yaml"
 ZMUMU, TTBAR = EXAMPLES / "zmumu.yaml", EXAMPLES / "ttbar_agc.yaml"
-PATHS = ("local", "s3", "skyhook", "servicex")
+PATHS = ("local", "xcache", "s3", "skyhook", "servicex")
 FILES = {  # catalog name -> file under ../shared/data
     "cms/zmumu-2012": "agc/open-data-example.root",
     "cms/dy-nano": "coffea/nano_dy.root",
@@ -116,36 +117,53 @@ def ttbar_oracle(path: Path, scale: float) -> dict[str, np.ndarray]:
 # -- fixtures ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def catalog_all(shared_data, tmp_path_factory):
-    """The example inputs on a SeaweedFS bucket and behind a Skyhook service; a catalog listing the
-    local, S3 and Skyhook replicas of every file (``via=`` picks one)."""
+    """The example inputs behind every delivery path, for real: an XRootD origin with a
+    token-protected XCache, a SeaweedFS bucket, a Skyhook service (and, started on first use by
+    casa_data, a ServiceX endpoint). The catalog lists each file as ``/store/<path>`` (the site
+    rule sends it to the XCache) with local, S3 and Skyhook replicas; ``via=`` picks one."""
+    from casa_data.services.pki import write_token_file
     from casa_data.services.s3 import SeaweedFS
     from casa_data.services.skyhook import SkyhookService
+    from casa_data.services.xrootd import XRootDStack
 
-    base = tmp_path_factory.mktemp("pipeline-paths")
+    base = Path(tempfile.mkdtemp(prefix="casa-pipeline-paths-"))  # xrootd's user must reach it
+    data = base / "store"
+    for rel in FILES.values():
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / rel, data / rel)
+    for p in [base, *data.rglob("*")]:  # the xrootd daemons read it
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
     keys = ("CASA_CONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "BEARER_TOKEN", "BEARER_TOKEN_FILE")
     saved = {k: os.environ.get(k) for k in keys}
-    with SeaweedFS(base / "seaweedfs") as s3, SkyhookService(shared_data, base / "skyhook") as sky:
-        s3.create_bucket("casa-pipelines")
-        client = s3.client()
-        for rel in FILES.values():
-            client.put_object(Bucket="casa-pipelines", Key=rel, Body=(shared_data / rel).read_bytes())
-        cfg = base / "casa.yaml"
-        cfg.write_text(yaml.safe_dump({"paths": {"s3": {"endpoint_url": s3.endpoint_url}}}))
-        os.environ.pop("BEARER_TOKEN_FILE", None)
-        os.environ.update(CASA_CONFIG=str(cfg), AWS_ACCESS_KEY_ID=s3.access_key,
-                          AWS_SECRET_ACCESS_KEY=s3.secret_key, BEARER_TOKEN=sky.token)
-        reset_config()
-        cat = base / "catalog.yaml"
-        cat.write_text(yaml.safe_dump({"datasets": [
-            {"name": name, "files": [{"lfn": f"/pipelines/{rel}", "replicas": [
-                str(shared_data / rel), f"s3://casa-pipelines/{rel}", {"url": sky.url(rel), "via": "skyhook"}]}]}
-            for name, rel in FILES.items()]}))
-        try:
-            yield cat
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    xrd = XRootDStack(data, workdir=base / "xrootd")
+    xrd.start()
+    token = xrd.issuer.mint("storage.read:/")  # one token for XCache and Skyhook
+    try:
+        with SeaweedFS(base / "seaweedfs") as s3, SkyhookService(shared_data, base / "skyhook", token=token) as sky:
+            s3.create_bucket("casa-pipelines")
+            client = s3.client()
+            for rel in FILES.values():
+                client.put_object(Bucket="casa-pipelines", Key=rel, Body=(shared_data / rel).read_bytes())
+            cfg = xrd.casa_config()
+            cfg["paths"]["s3"] = {"endpoint_url": s3.endpoint_url}
+            (base / "casa.yaml").write_text(yaml.safe_dump(cfg))
+            os.environ.pop("BEARER_TOKEN", None)
+            os.environ.update(CASA_CONFIG=str(base / "casa.yaml"), AWS_ACCESS_KEY_ID=s3.access_key,
+                              AWS_SECRET_ACCESS_KEY=s3.secret_key,
+                              BEARER_TOKEN_FILE=str(write_token_file(base / "token", token)))
             reset_config()
+            cat = base / "catalog.yaml"
+            cat.write_text(yaml.safe_dump({"datasets": [
+                {"name": name, "files": [{"lfn": f"/store/{rel}", "replicas": [
+                    str(shared_data / rel), f"s3://casa-pipelines/{rel}", {"url": sky.url(rel), "via": "skyhook"}]}]}
+                for name, rel in FILES.items()]}))
+            yield cat
+    finally:
+        xrd.stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        reset_config()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +263,9 @@ def test_delivery_paths_give_identical_histograms(runs, example, other):
     assert {d["via"] for d in a.summary["datasets"].values()} == {"local"}
     if other != "parquet":
         assert {d["via"] for d in b.summary["datasets"].values()} == {other}
-    if other == "s3":
-        assert all(f.startswith("s3://casa-pipelines/") for d in b.summary["datasets"].values() for f in d["files"])
+    prefix = {"s3": "s3://casa-pipelines/", "xcache": "root://127.0.0.1:", "skyhook": "skyhook://127.0.0.1:"}
+    if other in prefix:
+        assert all(f.startswith(prefix[other]) for d in b.summary["datasets"].values() for f in d["files"])
 
 
 def test_skyhook_and_servicex_get_the_pushdown(runs):

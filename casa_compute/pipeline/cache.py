@@ -24,7 +24,10 @@ def file_identity(candidate) -> dict[str, Any]:
     url = candidate.url
     path = candidate.path
     fs = path.filesystem(url)
-    info = fs.info(path.reader_url(url))
+    try:
+        info = fs.info(url)
+    except OSError:  # filesystems bound to one server (XRootD) want the path alone
+        info = fs.info(fs._strip_protocol(url))
     ident: dict[str, Any] = {"url": url, "via": candidate.via, "size": info.get("size")}
     for k in ("mtime", "ETag", "etag", "LastModified", "last_modified", "modify"):
         if info.get(k) is not None:
