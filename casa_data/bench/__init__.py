@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -76,10 +77,12 @@ def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, c
                 launcher.create_bucket("casa-bench")
                 s3_options, started = launcher.path_options(), server
             s3 = s3 or f"s3://casa-bench/{_slug(files)}"
-            _upload(files, s3, s3_options, log)
+            uploads = _upload(files, s3, s3_options, log)
         doc = run_bench(files, methods, columns=columns, reps=reps, nranges=nranges, s3_base=s3,
                         s3_options=s3_options, log=log)
     doc["meta"]["quick"] = quick
+    if need_s3:
+        doc["meta"]["uploads"] = uploads
     doc["meta"]["embedded_server"] = started
     if out_dir is not None:
         j, p = write_outputs(doc, out_dir)
@@ -101,15 +104,21 @@ def _launcher(server: str):
     raise CasaError(f"unknown embedded S3 server {server!r}: use seaweedfs or ceph-rgw")
 
 
-def _upload(files: list[BenchFile], base: str, s3_options: dict[str, Any], log) -> None:
+def _upload(files: list[BenchFile], base: str, s3_options: dict[str, Any], log) -> list[dict[str, Any]]:
+    """Put each file at ``base`` (checksummed; skipped if already there); timings per file."""
     from ..ingest import upload_file
     from ..paths import get_path
 
     path = get_path("s3", **s3_options)
     path.check(base.rstrip("/") + "/")
     client = path.client(base)
+    out = []
     for f in files:
         url = f"{base.rstrip('/')}/{f.name}"
+        t0 = time.perf_counter()
         r = upload_file(client, f.local, url, endpoint=path.endpoint(url), secrets=path._secrets(url))
-        log(f"{r.status} {url}")
+        dt = time.perf_counter() - t0
+        log(f"{r.status} {url} ({f.size / dt / 1e6:.1f} MB/s)")
         f.urls["s3"] = url
+        out.append({"url": url, "status": r.status, "seconds": dt, "mb_s": f.size / dt / 1e6})
+    return out
