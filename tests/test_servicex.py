@@ -90,6 +90,10 @@ def test_muon_selection_by_catalog_name_to_s3_parquet(env, s3):
     want = _direct(AGC, ["nMuon", "Muon_pt", "Muon_eta", "Muon_charge"], lambda a: a.nMuon >= 2)
     _same(got[["pt", "eta", "charge"]], want[["Muon_pt", "Muon_eta", "Muon_charge"]])
     assert len(got) == 83343
+    # The status carries no facility S3 key: clients read outputs through the endpoint.
+    st = httpx.get(f"{ds.metadata['servicex']['endpoint']}/servicex/transformation/{rid}").json()
+    assert s3.secret_key not in str(st) and s3.access_key not in str(st)
+    assert st["minio-endpoint"] == ds.metadata["servicex"]["endpoint"].removeprefix("http://")
     # The Dataset offers the core reads too: a filter over the delivered columns.
     assert len(ds.to_awkward(["pt"], filter="n >= 3")) == int(np.sum(want.nMuon >= 3))
 

@@ -6,9 +6,10 @@ argv: ``CASA_SX_S3_KEY`` / ``CASA_SX_S3_SECRET`` (outputs to S3 at ``--s3-endpoi
 ``CASA_SX_REFRESH_TOKEN`` (turns auth on: ``/token/refresh`` trades it for a short HS256 JWT that
 every ``/servicex/transformation*`` call needs).
 
-Outputs go to a bucket per request on the facility S3 server, or to ``DIR/outputs/<request>/``
-served by this app's own read-only S3 subset (HEAD/GET with Range, ListObjectsV2) on the same
-port. Status, files and per-file errors are in ``DIR/state.sqlite``; on start, unfinished
+Outputs go to a bucket per request on the facility S3 server, or to ``DIR/outputs/<request>/``.
+Either way clients read them through this app's read-only S3 subset (HEAD/GET with Range,
+ListObjectsV2, only the buckets of its requests) on the same port, so the facility's S3 keys,
+which ServiceX would put in every status reply, never leave the endpoint. Status, files and per-file errors are in ``DIR/state.sqlite``; on start, unfinished
 requests resume where they stopped. ``GET .../{id}/errors`` lists failed files and why.
 """
 
@@ -22,6 +23,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -36,7 +38,7 @@ from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from .store import DONE, Store, now
 from .transform import CODEGENS, QueryError, compile_query, object_name, run_file, warm
@@ -62,8 +64,16 @@ class Settings:
         self._s3_secret = os.environ.get("CASA_SX_S3_SECRET", "")
         self._refresh = os.environ.get("CASA_SX_REFRESH_TOKEN", "")
         self.public = f"{public_host}:{port}"
-        # The key pair of the local S3 subset: handed out in the status like ServiceX's MinIO keys.
-        self.local_key = "casa-" + hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:12]
+        # The access key of this app's S3 subset, handed out in the status as ServiceX does with its
+        # MinIO keys; random, kept in the state dir so a client survives a restart of the endpoint.
+        self.state.mkdir(parents=True, exist_ok=True)
+        key_file = self.state / "s3-access-key"
+        if not key_file.exists():
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("casa" + secrets.token_hex(10))
+        self.local_key = key_file.read_text().strip()
+        self._admin = None
         # Derived from the refresh token, so access tokens survive a restart of the endpoint.
         self._jwt_key = hashlib.sha256(b"casa-servicex-jwt\0" + self._refresh.encode()).digest()
 
@@ -334,22 +344,32 @@ def create_app(settings: Settings) -> FastAPI:
 
     def s3_dir(bucket: str) -> Path:
         d = settings.state / "outputs" / bucket
-        if settings.s3_endpoint or not d.is_dir() or "/" in bucket or bucket.startswith("."):
+        # Only the buckets of this endpoint's requests: never a proxy to other facility buckets.
+        if store.request(bucket) is None or (not settings.s3_endpoint and not d.is_dir()):
             raise HTTPException(404, "NoSuchBucket")
         return d
 
     @app.api_route("/{bucket}/{key:path}", methods=["GET", "HEAD"], dependencies=[Depends(s3_auth)])
-    def s3_object(bucket: str, key: str) -> Response:
-        p = s3_dir(bucket) / key
-        if not key or "/" in key or key.startswith(".") or not p.is_file():
+    def s3_object(bucket: str, key: str, request: Request) -> Response:
+        d = s3_dir(bucket)
+        if not key or "/" in key or key.startswith("."):
             raise HTTPException(404, "NoSuchKey")
-        return FileResponse(p, media_type="application/octet-stream")
+        if settings.s3_endpoint:
+            return _proxy_object(settings, bucket, key, request)
+        if not (d / key).is_file():
+            raise HTTPException(404, "NoSuchKey")
+        return FileResponse(d / key, media_type="application/octet-stream")
 
     @app.get("/{bucket}", dependencies=[Depends(s3_auth)])
     def s3_list(bucket: str) -> Response:
         d = s3_dir(bucket)
-        items = "".join(f"<Contents><Key>{escape(p.name)}</Key><Size>{p.stat().st_size}</Size></Contents>"
-                        for p in sorted(d.iterdir()) if p.is_file() and not p.name.endswith(".tmp"))
+        if settings.s3_endpoint:
+            pages = _s3_admin(settings).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            objs = [(o["Key"], o["Size"]) for page in pages for o in page.get("Contents", [])]
+        else:
+            objs = [(p.name, p.stat().st_size) for p in sorted(d.iterdir())
+                    if p.is_file() and not p.name.endswith(".tmp")]
+        items = "".join(f"<Contents><Key>{escape(k)}</Key><Size>{n}</Size></Contents>" for k, n in objs)
         n = items.count("<Contents>")
         xml = (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>{escape(bucket)}</Name>'
                f"<KeyCount>{n}</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{items}</ListBucketResult>")
@@ -416,8 +436,6 @@ def _lookup(body: dict[str, Any]) -> tuple[str, list[tuple[str, list]]]:
 
 
 def _status(settings: Settings, r: dict[str, Any]) -> dict[str, Any]:
-    s3 = r["output"]["kind"] == "s3"
-    host = urlsplit(settings.s3_endpoint).netloc if s3 else settings.public
     return {
         "request_id": r["request_id"], "did": r["did"] or "", "did_id": r["did_id"] or 0, "title": r["title"],
         "selection": r["selection"], "tree-name": r["tree"], "image": CODEGENS[r["codegen"]],
@@ -427,10 +445,10 @@ def _status(settings: Settings, r: dict[str, Any]) -> dict[str, Any]:
         "files-failed": r["files_failed"],
         "files-remaining": r["files"] - r["files_completed"] - r["files_failed"],
         "submit-time": r["submit_time"], "finish-time": r["finish_time"],
-        # As on ServiceX, the object-store keys go to the (authenticated) client in the status.
-        "minio-endpoint": host, "minio-secured": False,
-        "minio-access-key": settings.s3_key if s3 else settings.local_key,
-        "minio-secret-key": settings._s3_secret if s3 else "unused",
+        # ServiceX hands its MinIO keys to every client here. casa never does: outputs are read
+        # through this app's S3 subset (a proxy to the facility S3), with a key good only for that.
+        "minio-endpoint": settings.public, "minio-secured": False,
+        "minio-access-key": settings.local_key, "minio-secret-key": "not-checked",
         "log-url": None,
     }
 
@@ -445,10 +463,39 @@ def _dataset(d: dict[str, Any], with_files: bool = False) -> dict[str, Any]:
 
 
 def _s3_admin(settings: Settings):
-    import boto3
+    if settings._admin is None:
+        import boto3
 
-    return boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name="us-east-1",
-                        aws_access_key_id=settings.s3_key, aws_secret_access_key=settings._s3_secret)
+        settings._admin = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name="us-east-1",
+                                       aws_access_key_id=settings.s3_key, aws_secret_access_key=settings._s3_secret)
+    return settings._admin
+
+
+def _proxy_object(settings: Settings, bucket: str, key: str, request: Request) -> Response:
+    """HEAD/GET (with Range) of an output on the facility S3, streamed: clients never get its keys."""
+    from botocore.exceptions import ClientError
+    from email.utils import format_datetime
+
+    s3, kw = _s3_admin(settings), {"Bucket": bucket, "Key": key}
+    try:
+        if request.method == "HEAD":
+            o = s3.head_object(**kw)
+        else:
+            if request.headers.get("range"):
+                kw["Range"] = request.headers["range"]
+            o = s3.get_object(**kw)
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        raise HTTPException(404 if code in ("404", "NoSuchKey", "NotFound") else 502, code or "S3 error") from None
+    headers = {"Content-Length": str(o["ContentLength"]), "ETag": o.get("ETag", ""), "Accept-Ranges": "bytes",
+               "Last-Modified": format_datetime(o["LastModified"].astimezone(dt.timezone.utc), usegmt=True)}
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+    status = 200
+    if o.get("ContentRange"):
+        headers["Content-Range"], status = o["ContentRange"], 206
+    return StreamingResponse(o["Body"].iter_chunks(1 << 20), status_code=status, headers=headers,
+                             media_type="application/octet-stream")
 
 
 def _delete_outputs(settings: Settings, req: dict[str, Any]) -> None:
