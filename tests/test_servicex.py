@@ -129,6 +129,23 @@ def test_uproot_raw_and_python_function(env):
     np.testing.assert_allclose(got.lead.to_numpy(), ak.to_numpy(ak.fill_none(want, np.nan)))
 
 
+def _big(path):
+    import awkward as ak
+    import numpy as np
+    import uproot
+
+    n = uproot.open({path: "Events"}).num_entries
+    return ak.Array({"x": np.random.default_rng(n).random(15 * n)})  # ~12 MB: incompressible
+
+
+def test_large_output_multipart_download_through_the_endpoint(env):
+    """> 8 MB: the client downloads in ranged parts, proxied by the endpoint from SeaweedFS."""
+    ds = casa_data.open([AGC], query=_big, progress=False)
+    assert Path(ds.files[0]).stat().st_size > 8 << 20
+    want = np.random.default_rng(100_000).random(1_500_000)
+    np.testing.assert_array_equal(ds.to_awkward().x.to_numpy(), want)
+
+
 def test_cache_hit_and_stale_cache_repair(env):
     q = _q().Where(lambda e: e.nMuon == 1).Select(lambda e: {"pt": e.Muon_pt})
     first = casa_data.open([AGC], query=q, progress=False)

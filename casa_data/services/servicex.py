@@ -4,8 +4,8 @@
 ...     casa_data.open("cms/dimuon-2012", query=q, endpoint=sx.url)
 
 Outputs go to ``s3=`` (a :class:`~casa_data.services.s3.SeaweedFS` or ``{endpoint_url, key,
-secret}``: a bucket per request) or, by default, to ``<workdir>/state/outputs`` served by the
-endpoint's own S3 subset. Ready means: ``/servicex`` answers and every transform worker has
+secret}``: a bucket per request; see :func:`OutputSeaweedFS`) or, by default, to
+``<workdir>/state/outputs``; clients read them through the endpoint's own S3 subset either way. Ready means: ``/servicex`` answers and every transform worker has
 imported func_adl_uproot, uproot and dask (so the first request does not pay ~2 s of imports).
 The state dir survives :meth:`stop`; ``start()`` again on the same workdir resumes requests.
 """
