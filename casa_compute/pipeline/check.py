@@ -74,7 +74,6 @@ class Checker:
         self.notes: dict[tuple, Any] = {}
         self.env: dict[str, T] = {}
         self.chains: dict[str, tuple[str, list[Expr]]] = {}  # object -> (collection, cuts in order)
-        self.types: dict[str, T] = {}             # expr key -> type
 
     # -- the whole pipeline -----------------------------------------------------------------------
     def run(self) -> "Checker":
@@ -108,7 +107,7 @@ class Checker:
             t = self.check(e, e.tree)
             if t.depth < 0:
                 raise e.fail(None, "a variable must depend on the events (use parameters for constants)")
-            self.env[name] = self.types[e.key] = t
+            self.env[name] = t
         for name in spec.regions:
             e = p.exprs[("regions", name)]
             self.expect(e, self.check(e, e.tree), 0, "a region", "one true/false per event")

@@ -24,7 +24,7 @@ def _per_dataset(name: str, h: hist.Hist) -> dict[str, hist.Hist]:
 
 
 def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, Any],
-                  formats: list[str]) -> list[str]:
+                  formats: list[str], titles: dict[str, str] | None = None) -> list[str]:
     """Write the requested formats into ``outdir``; returns the file names written.
 
     ``summary`` gains ``outputs`` (the files) and ``output_notes`` (what could not be written).
@@ -50,7 +50,7 @@ def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, 
         written.append("histograms.root")
     if "png" in formats:
         for name, h in hists.items():
-            png = _plot(outdir, name, h, summary, notes)
+            png = _plot(outdir, name, h, summary, notes, (titles or {}).get(name) or name)
             if png:
                 written.append(png)
     if "json" in formats:
@@ -61,7 +61,7 @@ def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, 
     return written
 
 
-def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str]) -> str | None:
+def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str], title: str) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,9 +74,14 @@ def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str]
     fig, ax = plt.subplots(figsize=(9, 7))
     try:
         if dims == 1:
-            parts = _per_dataset(name, h)
+            parts = list(_per_dataset(name, h).values())
             labels = list(h.axes["dataset"]) if by_ds else [summary.get("name", name)]
-            mplhep.histplot(list(parts.values()), ax=ax, label=labels, histtype="step")
+            info = summary.get("datasets", {})
+            for part, label in zip(parts, labels):
+                if by_ds and label in info and info[label].get("normalisation") is None:  # data: points
+                    mplhep.histplot(part, ax=ax, label=label, histtype="errorbar", color="black")
+                else:  # simulation: a line (its error bars would hide the data at low statistics)
+                    mplhep.histplot(part, ax=ax, label=label, histtype="step", yerr=False)
             ax.legend()
             ax.set_ylabel("events" if summary.get("weighted") else "entries")
         elif dims == 2:
@@ -85,7 +90,7 @@ def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str]
         else:
             notes.append(f"{name}: no PNG (more than 2 axes)")
             return None
-        ax.set_title(name, fontsize=14, loc="right")
+        ax.set_title(title, fontsize=14, loc="right")
         fname = f"{name}.png"
         fig.savefig(outdir / fname, dpi=80, bbox_inches="tight")
         return fname

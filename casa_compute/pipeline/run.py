@@ -254,6 +254,7 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     from .outputs import write_outputs
 
     summary["seconds"] = round(time.perf_counter() - t0, 4)
-    files = write_outputs(outdir, hists, summary, s.outputs.formats)  # adds "outputs" to summary
+    files = write_outputs(outdir, hists, summary, s.outputs.formats,  # adds "outputs" to summary
+                          {n: h.title for n, h in s.histograms.items() if h.title})
     cache.store(outdir, key, {"hists": hists, "summary": summary, "files": files})
     return PipelineResult(hists, summary, outdir, False)
