@@ -327,6 +327,47 @@ def _done_files(db: Path) -> int:
         return c.execute("SELECT COUNT(*) FROM files WHERE status='success'").fetchone()[0]
 
 
+def test_killed_worker_is_replaced_and_the_file_reruns(env, sx):
+    import signal
+
+    result: dict = {}
+    th = threading.Thread(target=lambda: result.update(ds=casa_data.open([DY, AGC], query=_slow, progress=False,
+                                                                        ignore_cache=True)))
+    th.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for the request, then for both workers to be in _slow
+        running = [r for r in httpx.get(sx.url + "/servicex/transformation").json()["requests"]
+                   if r["status"] == "Running" and r["files"] == 2]
+        if running:
+            break
+        time.sleep(0.05)
+    assert running, "the request never started"
+    time.sleep(0.7)
+    victim = httpx.get(sx.url + "/healthz").json()["worker_pids"][0]
+    os.kill(victim, signal.SIGKILL)
+    th.join(60)
+    assert "ds" in result and len(result["ds"].files) == 2
+    assert victim not in httpx.get(sx.url + "/healthz").json()["worker_pids"]
+    assert "a transform worker died" in sx.log_tail(50)
+
+
+def test_default_endpoint_is_started_for_the_process(casa_env, monkeypatch):
+    """No endpoint configured: casa starts its own (here with 1 worker) and stops it at exit."""
+    from casa_data.servicex import client
+
+    cfg = casa_env / "casa.yaml"
+    cfg.write_text(yaml.safe_dump({"paths": {"servicex": {"workers": 1}}}))
+    monkeypatch.setenv("CASA_CONFIG", str(cfg))
+    reset_config()
+    try:
+        ds = casa_data.open([AGC], query={"treename": "Events", "filter_name": ["nMuon"]}, progress=False)
+        assert len(ds.to_awkward()) == 100_000
+        assert ds.metadata["servicex"]["endpoint"] == client._LOCAL["sx"].url
+    finally:
+        if "sx" in client._LOCAL:
+            client._LOCAL.pop("sx").stop()
+
+
 def test_cancel_delete_and_datasets_through_the_client(env, sx, s3):
     from servicex.servicex_client import ServiceXClient
 

@@ -123,7 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "workers": settings.workers, "workers_ready": sched.ready}
+        return {"ok": True, "workers": settings.workers, "workers_ready": sched.ready,
+                "worker_pids": sched.worker_pids()}
 
     @app.get("/servicex")
     def info() -> dict[str, Any]:

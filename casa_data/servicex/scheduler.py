@@ -41,6 +41,9 @@ class Scheduler:
     def ready(self) -> bool:
         return all(f.done() for f in self.warm)
 
+    def worker_pids(self) -> list[int]:
+        return sorted(getattr(self.pool, "_processes", None) or {})
+
     def output(self, request_id: str) -> dict[str, Any]:
         s = self.settings
         if s.s3_endpoint:
@@ -69,7 +72,14 @@ class Scheduler:
             with self._lock:
                 if key in self.futures:
                     continue
-                fut = self.futures[key] = self.pool.submit(run_file, job)
+                try:
+                    fut = self.pool.submit(run_file, job)
+                except BrokenProcessPool:  # a worker died while idle: nothing else noticed
+                    log.warning("a transform worker died while idle; restarting the pool")
+                    self.pool.shutdown(wait=False, cancel_futures=True)
+                    self.pool = ProcessPoolExecutor(self.settings.workers, mp_context=get_context("spawn"))
+                    fut = self.pool.submit(run_file, job)
+                self.futures[key] = fut
             fut.add_done_callback(lambda fut, key=key, lfn=f["lfn"]: self._done(key, lfn, fut))
         self._maybe_finish(request_id)
 
