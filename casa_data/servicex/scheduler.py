@@ -148,4 +148,7 @@ class Scheduler:
     def shutdown(self) -> None:
         with self._lock:
             self._closing = True
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # a running transform would otherwise outlive the endpoint
+            p.terminate()

@@ -134,6 +134,7 @@ def object_name(path: str, result_format: str) -> str:
 
 # -- worker side ---------------------------------------------------------------------------------
 _WARM: list[int] = []
+_WATCH: list[bool] = []
 
 
 def warm() -> int:
@@ -144,6 +145,7 @@ def warm() -> int:
     """
     if _WARM:
         return _WARM[0]
+    _exit_with_parent()
     import awkward as ak
     import uproot
 
@@ -162,8 +164,26 @@ def warm() -> int:
     return _WARM[0]
 
 
+def _exit_with_parent() -> None:
+    """Exit when the endpoint dies (even by SIGKILL): an orphaned worker would hold CPU and memory."""
+    import threading
+
+    if _WATCH:
+        return
+    _WATCH.append(True)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="casa-sx-parent-watch", daemon=True).start()
+
+
 def run_file(job: dict[str, Any]) -> dict[str, Any]:
     """Transform one input file and store its output; errors are returned, never raised."""
+    _exit_with_parent()
     t0 = time.monotonic()
     errors: list[str] = []
     for url, via in job["candidates"]:
