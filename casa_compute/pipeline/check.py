@@ -16,7 +16,7 @@ from typing import Any
 
 from casa_data.errors import close_matches
 
-from .expr import Expr, PipelineError
+from .expr import Expr
 from .spec import Pipeline
 
 __all__ = ["T", "Schema", "Checker", "pushdown_filter", "P4_FIELDS"]

@@ -6,7 +6,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class PipelineRunError(PipelineError):
         super().__init__(message)
         self.partial = partial
 
+
 #: delivery paths the runner reads chunk by chunk (files behind a URL); and those that reduce first
 _FILE_PATHS = ("local", "xrootd", "xcache", "s3")
 _REDUCING = ("skyhook", "servicex")
@@ -36,6 +37,8 @@ _REDUCING = ("skyhook", "servicex")
 
 @dataclass
 class DatasetPlan:
+    """One dataset, checked: what to read, what to push down, how to normalise."""
+
     label: str
     dataset: Any                 # casa_data.Dataset, opened with columns= and filter=
     via: str | None
@@ -49,9 +52,10 @@ class DatasetPlan:
 
 @dataclass
 class Plan:
+    """The checked spec and every dataset's plan (see :func:`plan`)."""
+
     pipe: Pipeline
     datasets: dict[str, DatasetPlan]
-    inputs: dict[str, list[dict]] = field(default_factory=dict)
 
     def describe(self) -> str:
         """The plan as text (``casa run --dry-run``): inputs, columns, what is pushed where."""
