@@ -59,6 +59,7 @@ class Report:
     bad_files: dict[str, str] = field(default_factory=dict)  # files that could not be opened
     wall_seconds: float = 0.0
     dashboard: str | None = None
+    stalled: str | None = None  # why the run gave up waiting for workers
 
     def add(self, stats, failures, wall: float) -> None:
         self.stats = sorted(stats, key=lambda s: s.index)
@@ -96,6 +97,8 @@ class Report:
         return not self.failures and not self.bad_files
 
     def describe_failures(self) -> str:
+        if self.stalled:
+            return f"{self.stalled}; {len(self.failures)} chunk(s) not processed"
         missing = self.missing
         head = f"{len(missing)} part(s) of the input failed; first: {missing[0]}" if missing else ""
         return head + ("" if len(missing) < 2 else f" (+{len(missing) - 1} more, see .partial.report)")

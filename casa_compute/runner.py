@@ -205,7 +205,7 @@ def _client_for(cluster):
 def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=None,
         retries: int = 2, skip_bad_files: bool = False, progress: bool = True,
         token: str | os.PathLike | None = "auto", fanin: int = 8, dataset_name: str | None = None,
-        console=None) -> RunResult:
+        no_workers_timeout: float = 600.0, console=None) -> RunResult:
     """Run a coffea processor over a dataset.
 
     Parameters
@@ -231,6 +231,9 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
         :class:`RunError` (naming the file and entry range) with ``.partial`` holding the rest.
     token
         Bearer-token file forwarded to Dask workers ("auto": discovery as for clusters).
+    no_workers_timeout
+        Give up (:class:`RunError` with the partial result) when the cluster has had no worker
+        for this many seconds.
 
     Returns
     -------
@@ -248,7 +251,7 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
             part = merge(*(process_chunk(processor, c, schema, retries) for c in chunks))
         else:
             part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
-                             console, report)
+                             console, report, no_workers_timeout)
         report.chunks_planned = len(part.stats) + len(part.failures)
         return _finish(processor, part, report, t0, skip_bad_files)
     items = files_of(dataset)
@@ -259,7 +262,7 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
         report.chunks_planned = len(chunks)
         report.bad_files = {f.url: err for f, err in bad_files.items()}
         part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
-                         console, report)
+                         console, report, no_workers_timeout)
     return _finish(processor, part, report, t0, skip_bad_files)
 
 
@@ -270,7 +273,7 @@ def _finish(processor, part: _Partial, report: Report, t0: float, skip_bad_files
         output = output if post is None else post
     report.add(part.stats, part.failures, time.perf_counter() - t0)
     result = RunResult(output, report)
-    if (report.failures or report.bad_files) and not skip_bad_files:
+    if report.stalled or ((report.failures or report.bad_files) and not skip_bad_files):
         raise RunError(report.describe_failures(), partial=result)
     return result
 
@@ -310,12 +313,12 @@ def _run_local(processor, items, chunksize: int, schema, retries: int, progress:
 
 
 def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin, console,
-              report) -> _Partial:
-    from distributed import as_completed
-
+              report, no_workers_timeout: float = 600.0) -> _Partial:
     from .clusters.base import find_token
 
     client, owned = _client_for(cluster)
+    futs: list = []
+    merges: list = []
     try:
         report.dashboard = client.dashboard_link
         console.print(f"[bold]casa[/bold]: running on {client.scheduler.address}; "
@@ -324,7 +327,7 @@ def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fani
         if tok is not None:
             client.register_plugin(TokenPlugin.from_file(tok), name="casa-bearer-token")
         run_id = uuid.uuid4().hex[:10]
-        submitted, futs = [], []
+        submitted = []
         for c in chunks:  # may be a stream (Arrow batches): submit as they arrive
             submitted.append(c)
             futs.append(client.submit(process_chunk, processor, c, schema, retries, pure=False,
@@ -336,30 +339,73 @@ def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fani
             level = [client.submit(merge, *level[i:i + fanin], pure=False,
                                    key=f"casa-merge-{depth}-{i}-{run_id}")
                      for i in range(0, len(level), fanin)]
+            merges += level
         with _progress(progress, len(chunks), "dask") as bar:
             task = bar.add_task(f"dask ({len(client.scheduler_info()['workers'])} workers)",
                                 total=len(chunks)) if bar is not None else None
-            for _ in as_completed(futs):
-                if bar is not None:
-                    bar.advance(task)
+            stalled = _watch(client, futs, bar, task, no_workers_timeout)
+        if stalled:
+            report.stalled = stalled
+            return _salvage(futs, chunks, retries, stalled, timeout=0)
         if not level:
             return _Partial()
         try:
             return level[0].result()
         except Exception:  # a chunk died with its workers too often (KilledWorker): salvage
-            return _salvage(futs, chunks, retries)
+            return _salvage(futs, chunks, retries, timeout=no_workers_timeout)
     finally:
+        # Release every result on the cluster now, not whenever reference cycles are collected:
+        # held data would keep adapt from scaling down to zero.
+        with contextlib.suppress(Exception):
+            if futs or merges:
+                client.cancel(futs + merges)
         for obj in owned:
             obj.close()
 
 
-def _salvage(futs, chunks, retries) -> _Partial:
+def _watch(client, futs, bar, task, no_workers_timeout: float) -> str | None:
+    """Advance the bar as chunks finish; a reason string if the cluster has had no worker for
+    ``no_workers_timeout`` seconds (a half-dead cluster must not hang the run forever)."""
+    from distributed import wait
+
+    pending, empty_since = set(futs), None
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=2, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # nothing finished in 2 s
+            done = set()
+        if bar is not None and done:
+            bar.advance(task, len(done))
+        if done:
+            empty_since = None
+            continue
+        if client.scheduler_info()["workers"]:
+            empty_since = None
+        elif empty_since is None:
+            empty_since = time.monotonic()
+        elif time.monotonic() - empty_since > no_workers_timeout:
+            return f"no Dask worker for {no_workers_timeout:.0f} s (cluster lost all workers?)"
+    return None
+
+
+def _salvage(futs, chunks, retries, reason: str | None = None, timeout: float = 0) -> _Partial:
+    """Gather what finished; chunks whose task erred (e.g. KilledWorker) or never ran become
+    failures."""
+    from distributed import wait
+
+    if timeout:
+        try:
+            wait(futs, timeout=timeout)  # lost results are being recomputed: let them finish
+        except TimeoutError:
+            reason = reason or f"not finished {timeout:.0f} s after the run failed"
     parts = []
     for f, c in zip(futs, chunks):
         if f.status == "finished":
             parts.append(f.result())
         else:
-            err = f.exception() if f.status == "error" else RuntimeError(f"task {f.status}")
+            err = (f.exception() if f.status == "error"
+                   else RuntimeError(reason or f"task {f.status}"))
+            f.cancel()
             parts.append(_Partial(None, [], [ChunkFailure(
                 index=c.index, dataset=c.file.dataset, file=c.file.url, start=c.start,
                 stop=c.stop, error=f"{type(err).__name__}: {err}", attempts=retries + 1)]))

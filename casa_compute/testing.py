@@ -10,7 +10,8 @@ from coffea import processor
 
 from .processors import DimuonProcessor
 
-__all__ = ["FlakyDimuon", "BrokenRangeDimuon", "SlowDimuon", "TokenProbe", "LeakyDimuon"]
+__all__ = ["FlakyDimuon", "BrokenRangeDimuon", "SlowDimuon", "TokenProbe", "LeakyDimuon",
+           "WorkerKiller"]
 
 
 class FlakyDimuon(DimuonProcessor):
@@ -76,3 +77,16 @@ class LeakyDimuon(DimuonProcessor):
     def process(self, events):
         token = Path(os.environ["BEARER_TOKEN_FILE"]).read_text().strip()
         raise OSError(f"open root://cache//f.root?authz={token} failed (token {token})")
+
+
+class WorkerKiller(DimuonProcessor):
+    """Kills the worker process on the chunk of ``filename`` starting at ``start``, every time."""
+
+    def __init__(self, filename: str, start: int):
+        self.filename, self.start = filename, start
+
+    def process(self, events):
+        m = events.metadata
+        if Path(m["filename"]).name == self.filename and m["entrystart"] == self.start:
+            os._exit(17)
+        return super().process(events)

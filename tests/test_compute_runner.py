@@ -217,3 +217,26 @@ def test_errors_never_carry_the_token(tmp_path, monkeypatch):
     assert "authz=***" in fail.error
     for text in (str(e.value), fail.error, fail.traceback, repr(e.value.partial)):
         assert secret not in text
+
+
+def test_chunk_that_kills_its_worker_is_reported(local, inprocess):
+    """A chunk that kills every worker it lands on ends as KilledWorker: reported with its file
+    and range, the rest of the result intact (other chunks recomputed if their worker died)."""
+    from casa_compute.testing import WorkerKiller
+
+    with pytest.raises(casa_compute.RunError) as e:  # after allowed-failures (3) + 1 deaths
+        casa_compute.run(WorkerKiller(AGC.name, 0), {"agc": [str(AGC)]}, cluster=local,
+                         chunksize=40_000, progress=False)
+    (fail,) = e.value.partial.report.failures
+    assert (fail.file, fail.start, fail.stop) == (str(AGC), 0, 33333)
+    assert "KilledWorker" in fail.error
+    assert e.value.partial.output["agc"]["entries"] == 100_000 - 33_333
+
+
+def test_cluster_without_workers_does_not_hang():
+    need(NANO_DY)
+    with casa_compute.cluster("local", n_workers=0) as c:
+        with pytest.raises(casa_compute.RunError, match="no Dask worker for 3 s") as e:
+            casa_compute.run(DimuonProcessor(), {"dy": [str(NANO_DY)]}, cluster=c,
+                             no_workers_timeout=3, progress=False)
+    assert e.value.partial.report.failures[0].file == str(NANO_DY)

@@ -125,6 +125,21 @@ class FacilityDefaults:
         with dask.config.set({"distributed.deploy.lost-worker-timeout":
                               self._casa_lost_worker_timeout}):
             super()._update_worker_status(op, msg)
+        if op == "remove":
+            import asyncio
+
+            from dask.utils import parse_timedelta
+
+            delay = parse_timedelta(self._casa_lost_worker_timeout) + 0.5
+            asyncio.get_running_loop().call_later(delay, self._casa_heal)
+
+    def _casa_heal(self) -> None:
+        """Replace workers that died while still planned (worker_spec): upstream only does it
+        under ``adapt``; a fixed-size cluster would otherwise shrink for good."""
+        from distributed.core import Status
+
+        if self.status == Status.running and set(self.worker_spec) - set(self.workers):
+            self._correct_state()
 
     @property
     def tls_files(self) -> dict[str, Path]:
