@@ -120,3 +120,15 @@ def test_cancelled_worker_job_does_not_change_result(slurm, tmp_path):
         same_output(out, expected)
         assert report.ok and report.events == 100_000
         assert victim not in slurm.jobs()
+
+
+def test_fixed_scale_replaces_a_cancelled_job(slurm, tmp_path):
+    """Upstream a fixed-size cluster never resubmits a dead job; casa clusters do."""
+    with _cluster(slurm, tmp_path) as cluster, _client(cluster) as client:
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=60)
+        before = set(slurm.jobs())
+        subprocess.run(["scancel", sorted(before)[0]], check=True)
+        _wait(lambda: len(set(slurm.jobs()) - before) == 1, 30, "a replacement job")
+        client.wait_for_workers(2, timeout=60)
+        assert len(slurm.jobs()) == 2
