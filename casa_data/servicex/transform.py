@@ -202,11 +202,12 @@ def run_file(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_query(job: dict[str, Any], url: str, via: str | None) -> Any:
-    reader = url
-    if via:
+    reader, opts = url, {}
+    if via:  # a casa catalog replica: read it the way casa_data reads it (token, client settings)
         from ..paths import get_path
 
-        reader = get_path(via).reader_url(url)
+        path = get_path(via)
+        reader, opts = path.reader_url(url), path.storage_options(url)
     if job["codegen"] == "uproot":
         ns: dict[str, Any] = {}
         exec(compile(job["code"], "<func_adl_uproot>", "exec"), ns)
@@ -215,7 +216,7 @@ def _run_query(job: dict[str, Any], url: str, via: str | None) -> Any:
         import uproot
 
         out = {}
-        with uproot.open(reader) as f:
+        with uproot.open(reader, **opts) as f:  # func_adl's uproot.dask call takes no options
             for q in json.loads(job["code"]):
                 tree = q["treename"]
                 if tree not in f:
