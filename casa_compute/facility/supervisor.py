@@ -125,7 +125,7 @@ class Facility:
     def start_s3(self, store: Path) -> None:
         from casa_data.services.s3 import SeaweedFS
 
-        s3 = SeaweedFS(self.dir / "s3")
+        s3 = SeaweedFS(self.dir / "s3", volume_size_mb=64)  # a bucket per ServiceX request
         s3.start()
         self.stoppers.append(s3.stop)
         self.s3 = s3

@@ -40,6 +40,9 @@ class SeaweedFS(Service):
     ----------
     workdir : directory for data, config and log (a temporary one by default).
     access_key, secret_key : the identity's keys (random by default).
+    volume_size_mb : SeaweedFS volume size. Each bucket grows its own 7 volumes, and the number
+        of volumes is bounded by free disk / this size: many buckets (ServiceX makes one per
+        request) need small volumes (64); large files are chunked, so any size fits either way.
     """
 
     name = "seaweedfs"
@@ -48,8 +51,9 @@ class SeaweedFS(Service):
     startup_timeout = 60.0
 
     def __init__(self, workdir: str | os.PathLike | None = None, *,
-                 access_key: str | None = None, secret_key: str | None = None):
+                 access_key: str | None = None, secret_key: str | None = None, volume_size_mb: int = 1024):
         super().__init__(workdir)
+        self.volume_size_mb = volume_size_mb
         self.access_key = access_key or "casa" + secrets.token_hex(6)
         self._secret_key = secret_key or secrets.token_urlsafe(24)
         self.ports: dict[str, int] = {}
@@ -97,7 +101,7 @@ class SeaweedFS(Service):
             weed_binary(), "server",
             f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}", f"-dir={d}",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
+            "-master.telemetry=false", f"-master.volumeSizeLimitMB={self.volume_size_mb}",
             "-volume.max=0", f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
             "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",

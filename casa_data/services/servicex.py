@@ -112,9 +112,6 @@ def OutputSeaweedFS(workdir: str | os.PathLike | None = None, **kw: Any):
     """
     from .s3 import SeaweedFS
 
-    class _Sized(SeaweedFS):
-        def command(self) -> list[str]:
-            return super().command() + ["-master.volumeSizeLimitMB=64"]  # later flags win
-
-    return _Sized(workdir, **kw)
+    kw.setdefault("volume_size_mb", 64)
+    return SeaweedFS(workdir, **kw)
 
