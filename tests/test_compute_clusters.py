@@ -87,7 +87,7 @@ def test_container_mode_forwards_fixed_ports(token):
         assert sub["container_service_names"] == "dask,nanny"
         assert (sub["dask_container_port"], sub["nanny_container_port"]) == ("8788", "8001")
         assert "--worker-port 8788 --nanny-port 8001" in sub["Arguments"]
-        assert "access_token; python3 -m distributed.cli.dask_worker" in sub["Arguments"]
+        assert "; python3 -m distributed.cli.dask_worker" in sub["Arguments"]
     finally:
         c.close()
 
@@ -200,3 +200,48 @@ def test_listening_sockets_are_loopback():
         assert all(s.laddr.ip == "127.0.0.1" for s in listen), listen
     finally:
         c.close()
+
+
+def _condor_args(raw: str) -> list[str]:
+    """HTCondor's "new" Arguments syntax -> argv ("" is ", '' inside '...' is ')."""
+    assert raw[0] == raw[-1] == '"', raw
+    s, args, cur, quoted, have, i = raw[1:-1].replace('""', '"'), [], "", False, False, 0
+    while i < len(s):
+        ch = s[i]
+        if quoted and ch == "'" and s[i + 1:i + 2] == "'":
+            cur, i = cur + "'", i + 2
+            continue
+        if ch == "'":
+            quoted, have = not quoted, True
+        elif ch.isspace() and not quoted:
+            if cur or have:
+                args.append(cur)
+            cur, have = "", False
+        else:
+            cur += ch
+        i += 1
+    if cur or have:
+        args.append(cur)
+    return args
+
+
+def test_container_worker_advertises_forwarded_host_port(tmp_path):
+    """The generated command, run by sh as HTCondor would, reads the forwarded port from the job
+    ad and the host IP from the machine ad, and passes them as --contact-address."""
+    import subprocess
+
+    c = CoffeaCasaCluster(scheduler_port=0, dashboard_port=0, token=None,
+                          worker_image="example.org/casa/worker:1", python="echo")
+    try:
+        argv = _condor_args(htcondor2.Submit(c.job_script().split("\n", 1)[1])["Arguments"])
+    finally:
+        c.close()
+    assert argv[0] == "-c"
+    (tmp_path / "job.ad").write_text('JobStatus = 2\ndask_HostPort = 31234\nnanny_HostPort = 31235\n')
+    (tmp_path / "machine.ad").write_text('StartdIpAddr = "<10.1.2.3:9618?addrs=10.1.2.3-9618>"\n')
+    env = {"PATH": "/usr/bin:/bin", "_CONDOR_JOB_AD": str(tmp_path / "job.ad"),
+           "_CONDOR_MACHINE_AD": str(tmp_path / "machine.ad"), "_CONDOR_SCRATCH_DIR": str(tmp_path)}
+    out = subprocess.run(["/bin/sh", *argv], capture_output=True, text=True, env=env, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert "--worker-port 8788 --nanny-port 8001 --contact-address tls://10.1.2.3:31234" in out.stdout
+    assert out.stdout.startswith("-m distributed.cli.dask_worker tls://127.0.0.1:")

@@ -27,6 +27,18 @@ __all__ = ["CoffeaCasaCluster", "CoffeaCasaJob"]
 
 TOKEN_NAME = "access_token"
 
+# Docker universe: the worker listens on a fixed in-container port that HTCondor forwards to a
+# host port it publishes in the job ad as dask_HostPort (possibly a few seconds after start).
+# The worker must advertise host IP + host port. Plain sh without quotes, because the line goes
+# through HTCondor's Arguments quoting.
+CONTACT_PROLOGUE = [
+    "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30;"
+    " do while read k eq v; do case $k in dask_HostPort) CASA_PORT=$v;; esac;"
+    " done < ${_CONDOR_JOB_AD:-/dev/null}; test -n \"$CASA_PORT\" && break; sleep 1; done",
+    "while read k eq v; do case $k in StartdIpAddr) v=${v#?<}; CASA_IP=${v%%:*};; esac;"
+    " done < ${_CONDOR_MACHINE_AD:-/dev/null}",
+]
+
 
 def _split_list(value) -> list[str]:
     if value is None:
@@ -64,11 +76,14 @@ class CoffeaCasaJob(HTCondorJob):
         args += ["--no-dashboard", "--dashboard-address", worker_http]
         if lifetime:
             args += ["--lifetime", str(lifetime), "--lifetime-stagger", str(lifetime_stagger or "0s")]
-        if worker_image:
-            args += ["--worker-port", str(worker_port), "--nanny-port", str(nanny_port)]
-            python = python or get("python") or "python3"  # the image's, not ours
         prologue = list(job_script_prologue if job_script_prologue is not None
                         else get("job-script-prologue", []) or [])
+        if worker_image:
+            proto = "tls" if security is not None else "tcp"
+            args += ["--worker-port", str(worker_port), "--nanny-port", str(nanny_port),
+                     f"${{CASA_PORT:+--contact-address}} ${{CASA_PORT:+{proto}://$CASA_IP:$CASA_PORT}}"]
+            python = python or get("python") or "python3"  # the image's, not ours
+            prologue = CONTACT_PROLOGUE + prologue
         if "token" in secret_files:
             prologue.insert(0, f"export BEARER_TOKEN_FILE=$_CONDOR_SCRATCH_DIR/{TOKEN_NAME}")
         log_directory = log_directory if log_directory is not None else get("log-directory")
