@@ -196,8 +196,13 @@ def _client_for(cluster):
     if isinstance(cluster, str):
         from .clusters import cluster as make_cluster
 
+        from .clusters.base import setting
+
+        kind = cluster
         cluster = make_cluster(cluster)
         owned.append(cluster)
+        if not cluster.worker_spec:  # batch clusters start empty: grow with the work
+            cluster.adapt(minimum=0, maximum=int(setting("run-workers", kind, 4)))
     client = Client(cluster, security=getattr(cluster, "security", None))
     return client, [client, *owned[::-1]]
 

@@ -132,3 +132,12 @@ def test_fixed_scale_replaces_a_cancelled_job(slurm, tmp_path):
         _wait(lambda: len(set(slurm.jobs()) - before) == 1, 30, "a replacement job")
         client.wait_for_workers(2, timeout=60)
         assert len(slurm.jobs()) == 2
+
+
+def test_run_with_cluster_kind_creates_adapts_and_closes(slurm):
+    need(AGC)
+    out, report = casa_compute.run(DimuonProcessor(), {"agc": [str(AGC)]}, cluster="slurm",
+                                   chunksize=50_000, progress=False)
+    assert_dimuon(out, names=("agc",))
+    assert report.ok and report.dashboard.startswith("http://127.0.0.1:")
+    _wait(lambda: not slurm.jobs(), 20, "the run's own cluster to release its jobs")
