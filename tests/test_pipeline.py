@@ -571,20 +571,30 @@ def test_language_features_and_histogram_kinds(shared_data, tmp_path, casa_env):
     assert (res.outdir / "njet_ht2.png").is_file() and (res.outdir / "njet_q.png").is_file()
 
 
-def test_runs_on_a_dask_cluster(shared_data, tmp_path, casa_env):
-    """The processor built from the spec travels to Dask workers; results equal in-process ones."""
+@pytest.fixture(scope="module")
+def dask_cluster():
     import casa_compute
 
+    c = casa_compute.cluster("local", n_workers=2)
+    yield c
+    c.close()
+
+
+def test_runs_on_a_dask_cluster(shared_data, tmp_path, casa_env, dask_cluster):
+    """The processor built from the spec travels to Dask workers; results equal in-process ones."""
     spec = tmp_path / "features.yaml"
     spec.write_text(FEATURES % CATALOG)
     here = run_pipeline(spec, output=tmp_path / "here")
-    c = casa_compute.cluster("local", n_workers=2)
-    try:
-        there = run_pipeline(spec, output=tmp_path / "there", cluster=c)
-    finally:
-        c.close()
+    there = run_pipeline(spec, output=tmp_path / "there", cluster=dask_cluster)
     assert_same_hists(here.hists, there.hists)
     assert there.summary["datasets"]["tt"]["cutflow"] == here.summary["datasets"]["tt"]["cutflow"]
+
+
+def test_reduced_streams_run_on_a_dask_cluster(runs, catalog_all, tmp_path, dask_cluster):
+    """Skyhook's reduced events travel to the workers inside the chunks (no shared disk needed)."""
+    res = run_pipeline(TTBAR, via="skyhook", catalog=catalog_all, output=tmp_path / "o", cluster=dask_cluster)
+    assert_same_hists(res.hists, runs["ttbar", "local"].hists)
+    assert res.summary["datasets"]["ttbar"]["delivery"]["delivered_events"] == 39
 
 
 def test_block_scalar_and_malformed_yaml_are_located(tmp_path, casa_env):

@@ -196,11 +196,14 @@ class PipelineProcessor(processor.ProcessorABC):
     notes : spec label -> the :class:`~.check.Checker` notes for that dataset's columns.
     norms : spec label -> ``(xsec * lumi, denominator)``; denominator None: the sum of weights
         seen in the run; no entry: not scaled (data).
+    finalize : :meth:`postprocess` normalises (default); False leaves that to :meth:`finalize`,
+        for outputs of several runs merged first.
     """
 
     def __init__(self, pipe: Pipeline, labels: dict[str, str], notes: dict[str, dict],
-                 norms: dict[str, tuple[float, float | None]]):
+                 norms: dict[str, tuple[float, float | None]], finalize: bool = True):
         self.pipe, self.labels, self.notes, self.norms = pipe, labels, notes, norms
+        self.auto_finalize = finalize
         spec = pipe.spec
         self.weighted = bool(norms) or any(d.weight is not None for d in spec.datasets.values()) or any(
             h.weight is not None for h in spec.histograms.values())
@@ -274,6 +277,9 @@ class PipelineProcessor(processor.ProcessorABC):
         return out
 
     def postprocess(self, accumulator):
+        return self.finalize(accumulator) if self.auto_finalize else accumulator
+
+    def finalize(self, accumulator):
         """Normalise each dataset's slice; drop the dataset axis where ``by_dataset: false``."""
         scales = self.scales(accumulator.get("sumw", {}), accumulator.get("cutflow", {}))
         hists = {}

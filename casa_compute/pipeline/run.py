@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,43 +188,53 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
             return PipelineResult(hit["hists"], summary, outdir, True)
     p = plan(pipe, opened=opened)
 
+    from coffea.processor import accumulate
+
     from casa_compute.report import RunError
     from casa_compute.runner import run
 
-    from .materialize import materialize
-
-    delivered: dict[str, dict] = {}
-    inputs_for_run = {}
-    for lab, d in p.datasets.items():
-        if d.via in _REDUCING:
-            push = s.datasets[lab].normalize != "weights"  # a sum of weights needs every event
-            reduced, delivered[lab] = materialize(
-                d.via, d.dataset, columns=d.columns, prefilter=d.prefilter, loose_cut=d.loose_cut,
-                staging=outdir / ".staging", catalogs=_catalogs(pipe, catalog) or None, push_filter=push)
-            inputs_for_run[lab] = reduced
-        else:
-            inputs_for_run[lab] = d.dataset
-
+    from .materialize import reduced_stream
     from .processor import CUTFLOW_ALL, PipelineProcessor
 
     proc = PipelineProcessor(pipe, {d.dataset.name: lab for lab, d in p.datasets.items()},
                              {lab: d.notes for lab, d in p.datasets.items()},
-                             {lab: d.norm for lab, d in p.datasets.items() if d.norm is not None})
+                             {lab: d.norm for lab, d in p.datasets.items() if d.norm is not None},
+                             finalize=False)  # normalised once, after merging every run below
+    files = [d.dataset for d in p.datasets.values() if d.via not in _REDUCING]
+    reducing = [lab for lab, d in p.datasets.items() if d.via in _REDUCING]
+    cl = cluster if cluster is not None else s.delivery.cluster
+    owned = None
+    if isinstance(cl, str) and bool(files) + len(reducing) > 1:  # one cluster for all the runs
+        from casa_compute.clusters import cluster as make_cluster
+
+        owned = cl = make_cluster(cl)
+    kw = dict(cluster=cl, chunksize=s.delivery.chunksize, progress=progress)
+    delivered: dict[str, dict] = {}
+    results = []
     try:
-        result = run(proc, list(inputs_for_run.values()),
-                     cluster=cluster if cluster is not None else s.delivery.cluster,
-                     chunksize=s.delivery.chunksize, progress=progress)
+        if files:
+            results.append(run(proc, files, **kw))
+        for lab, d in p.datasets.items():
+            if d.via in _REDUCING:  # one run per reduced stream (the runner names it)
+                stream, delivered[lab] = reduced_stream(
+                    d.via, d.dataset, columns=d.columns, prefilter=d.prefilter, loose_cut=d.loose_cut,
+                    catalogs=_catalogs(pipe, catalog) or None, batch_size=s.delivery.chunksize,
+                    push_filter=s.datasets[lab].normalize != "weights")  # a sum of weights needs all
+                results.append(run(proc, stream, dataset_name=d.dataset.name, **kw))
     except RunError as err:
         raise PipelineRunError(f"{pipe.path}: the run failed: {err}", err.partial) from err
     finally:
-        shutil.rmtree(outdir / ".staging", ignore_errors=True)  # reduced copies: only for the run
-    output_ = result.output or proc.postprocess({"hists": proc.empty()})
+        if owned is not None:
+            owned.close()
+    outputs = [r.output for r in results if r.output is not None]
+    output_ = proc.finalize(accumulate(outputs) if outputs else {"hists": proc.empty()})
     hists = output_["hists"]
     cutflows = output_.get("cutflow", {})
-    rep = result.report
+    stats = [st for r in results for st in r.report.stats]
+    run_seconds = sum(r.report.wall_seconds for r in results)
     datasets = {}
     for lab, d in p.datasets.items():
-        stats = [st for st in rep.stats if st.dataset == d.dataset.name]
+        ds_stats = [st for st in stats if st.dataset == d.dataset.name]
         cf = cutflows.get(lab, {CUTFLOW_ALL: 0})
         if lab in delivered:  # the reducing path ran the first cut: show it as a step
             cf = {CUTFLOW_ALL: d.nevents, f"delivered by {d.via}": cf.get(CUTFLOW_ALL, 0),
@@ -234,11 +243,11 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
         datasets[lab] = {
             "dataset": d.dataset.name, "files": d.dataset.files,
             "via": d.via if d.via in _REDUCING or not d.dataset.resolved else d.dataset.resolved[0].candidates[0].via,
-            "events_in": d.nevents if lab in delivered else sum(st.events for st in stats),
+            "events_in": d.nevents if lab in delivered else sum(st.events for st in ds_stats),
             "delivery": delivered.get(lab),
             "events_out": steps[-1],
-            "cutflow": cf, "bytes_read": sum(st.bytes_read for st in stats),
-            "chunk_seconds": round(sum(st.seconds for st in stats), 4),
+            "cutflow": cf, "bytes_read": sum(st.bytes_read for st in ds_stats),
+            "chunk_seconds": round(sum(st.seconds for st in ds_stats), 4),
             "scale": output_.get("scales", {}).get(lab, 1.0), "sum_weights": output_.get("sumw", {}).get(lab),
             "normalisation": None if d.norm is None else
             {"xsec_times_lumi": d.norm[0], "denominator": d.norm[1] if d.norm[1] is not None else "sum of weights"},
@@ -249,8 +258,8 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
         "cached": False, "weighted": proc.weighted, "datasets": datasets,
         "events_in": sum(v["events_in"] for v in datasets.values()),
         "events_out": sum(v["events_out"] for v in datasets.values()),
-        "bytes_read": rep.bytes_read, "run_seconds": round(rep.wall_seconds, 4),
-        "chunks": len(rep.stats), "histograms": {n: {"axes": list(h.axes.name), "sum": float(h.sum(flow=True).value
+        "bytes_read": sum(st.bytes_read for st in stats), "run_seconds": round(run_seconds, 4),
+        "chunks": len(stats), "histograms": {n: {"axes": list(h.axes.name), "sum": float(h.sum(flow=True).value
                                                     if hasattr(h.sum(flow=True), "value") else h.sum(flow=True))}
                                                  for n, h in hists.items()},
         "host": platform.node(),
