@@ -6,7 +6,7 @@
 
 Modules: :mod:`.spec` (the YAML schema), :mod:`.expr` (the expression grammar), :mod:`.check`
 (types, columns, push-down), :mod:`.processor` (the coffea processor), :mod:`.outputs`,
-:mod:`.cache`, :mod:`.run`. Examples: ``casa_compute/pipeline/examples/*.yaml``.
+:mod:`.cache`, :mod:`.materialize` (Skyhook/ServiceX reductions), :mod:`.run`, :mod:`.cli`. Examples: ``casa_compute/pipeline/examples/*.yaml``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .expr import PipelineError
-from .run import PipelineResult, plan, run_pipeline
+from .run import PipelineResult, PipelineRunError, plan, run_pipeline
 from .spec import Pipeline, load_spec
 
-__all__ = ["run_pipeline", "plan", "load_spec", "Pipeline", "PipelineError", "PipelineResult", "EXAMPLES"]
+__all__ = ["run_pipeline", "plan", "load_spec", "Pipeline", "PipelineError", "PipelineRunError", "PipelineResult",
+           "EXAMPLES"]
 
 #: the shipped example specs
 EXAMPLES = Path(__file__).with_name("examples")
