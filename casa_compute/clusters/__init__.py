@@ -15,6 +15,8 @@ from .base import ClusterError, ensure_config, setting
 
 __all__ = ["cluster", "detect_kind", "KINDS", "ClusterError"]
 
+ensure_config()  # like dask_jobqueue: importing the package registers its config defaults
+
 KINDS = {
     "local": "casa_compute.clusters.local:CasaLocalCluster",
     "slurm": "casa_compute.clusters.slurm:CasaSLURMCluster",
