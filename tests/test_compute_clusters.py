@@ -16,8 +16,11 @@ from casa_compute.clusters import detect_kind
 from casa_compute.clusters.base import ClusterError
 from casa_compute.clusters.coffea_casa import CoffeaCasaCluster
 
-htcondor2 = pytest.importorskip("htcondor2", reason="pip install htcondor")  # pinned in [test]
-import classad2  # noqa: E402
+try:  # never skip: the [test] extra pins htcondor
+    import classad2
+    import htcondor2
+except ImportError as e:  # pragma: no cover
+    raise ImportError(f"{e}: install the test extra (pip install -e '.[test]', it pins htcondor)")
 
 
 def _header(script: str) -> dict[str, str]:
