@@ -21,14 +21,13 @@ app.command("run")(run_command)
 
 @app.command()
 def demo(
-    output: str = typer.Option("casa-output", help="directory for the plot"),
-    dataset: str = typer.Option("demo/zmumu", help="dataset to run on"),
+    output: str = typer.Option("casa-output", help="directory for the plots"),
     facility: bool = typer.Option(True, help="run on the facility in a box (started and stopped here)"),
 ) -> None:
-    """The main job: facility up, dimuon mass through XCache and S3 on Dask, plot, facility down."""
+    """The main job: facility up, the Z->mumu pipeline through XCache and ServiceX, plots, facility down."""
     from .demo import run_demo
 
-    run_demo(dataset=dataset, output=output, facility=facility)
+    run_demo(output=output, facility=facility)
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """``casa demo`` / ``make demo``: the main job, end to end, on the built-in demo dataset.
 
-1. Start the facility in a box (XRootD origin + token-protected XCache, S3, Dask over TLS), unless
-   one is running already or ``facility=False``.
-2. Open ``demo/zmumu`` through the XCache and run the dimuon processor with
-   :func:`casa_compute.run` on the facility's Dask workers; the same through the S3 bucket.
-3. Check both give the same histogram, save a PNG, print a summary; stop the facility.
+1. Start the facility in a box (XRootD origin + token-protected XCache, S3, ServiceX, Skyhook,
+   Dask over TLS), unless one is running already or ``facility=False``.
+2. Run the Z->mumu pipeline (``pipeline/examples/zmumu_demo.yaml``) on the facility's Dask
+   workers, once with the files delivered through the XCache and once through ServiceX.
+3. Check both give the same histograms, write the plots, print a summary; stop the facility.
 """
 
 from __future__ import annotations
@@ -17,58 +17,40 @@ import numpy as np
 
 import casa_data
 
-__all__ = ["run_demo", "DemoResult", "plot_mass"]
+__all__ = ["run_demo", "DemoResult", "DEMO_PIPELINE"]
+
+DEMO_PIPELINE = Path(__file__).parent / "pipeline" / "examples" / "zmumu_demo.yaml"
 
 
 @dataclass
 class DemoResult:
-    histograms: dict
+    histograms: dict          # path -> {histogram name: hist.Hist}
     events: int
-    pairs: int
+    selected: int
     peak: float
     seconds: float
-    plot: Path
+    plots: list[Path]
 
 
-def plot_mass(hists: dict, path: Path, title: str) -> Path:
-    """One PNG: the dimuon mass per delivery path, log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    plt.style.use(mplhep.style.CMS)
-    fig, ax = plt.subplots(figsize=(9, 7))
-    for i, (label, h) in enumerate(hists.items()):
-        mplhep.histplot(h, ax=ax, histtype="fill" if i == 0 else "step", alpha=0.6 if i == 0 else 1,
-                        label=label)
-    ax.set_yscale("log")
-    ax.set_ylabel("pairs / GeV")
-    ax.set_title(title, fontsize=16)
-    ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+def _peak(h, axis: str = "mll") -> float:
+    """Centre of the fullest ``axis`` bin, summed over the other axes (e.g. the dataset axis)."""
+    proj = h.project(axis)
+    return float(proj.axes[0].centers[int(np.argmax(proj.values()))])
 
 
-def run_demo(dataset: str = "demo/zmumu", output: str | Path = "casa-output", facility: bool = True,
-             paths: tuple[str, ...] = ("xcache", "s3")) -> DemoResult:
+def run_demo(output: str | Path = "casa-output", facility: bool = True,
+             paths: tuple[str, ...] = ("xcache", "servicex")) -> DemoResult:
     """Run the demo job and print its summary (see the module docstring)."""
     from rich.console import Console
 
-    import casa_compute
-    from casa_compute.processors import DimuonProcessor
-
     from . import facility as fac
+    from .pipeline import run_pipeline
 
     console = Console()
-    if dataset.startswith("demo/"):
-        from casa_data.demo import generate
+    from casa_data.demo import generate
 
-        with console.status("generating the demo data (once)..."):
-            generate()
+    with console.status("generating the demo data (once)..."):
+        generate()
     started = False
     if facility and not fac.status()["up"]:
         with console.status("starting the facility in a box..."):
@@ -76,34 +58,36 @@ def run_demo(dataset: str = "demo/zmumu", output: str | Path = "casa-output", fa
         started = True
         casa_data.reset_config()
     t0 = time.perf_counter()
-    hists, events, pairs = {}, 0, 0
+    results = {}
     try:
-        cluster = "facility" if facility else None
         for via in (paths if facility else ("local",)):
-            ds = casa_data.open(dataset, via=via)
-            console.print(f"[bold]{ds.name}[/] via [bold]{via}[/]: {len(ds.files)} files, e.g. {ds.files[0]}")
-            out, report = casa_compute.run(DimuonProcessor(), ds, cluster=cluster)
-            res = out[ds.name]
-            hists[f"{ds.name} via {via}"] = res["mass"]
-            events, pairs = res["entries"], res["pairs"]
-            console.print(f"  {report.summary() if hasattr(report, 'summary') else report}", soft_wrap=True)
+            console.print(f"[bold]pipeline[/] {DEMO_PIPELINE.name} via [bold]{via}[/]"
+                          + (" on the facility's Dask cluster" if facility else ""))
+            res = run_pipeline(DEMO_PIPELINE, via=via, cluster="facility" if facility else None,
+                               output=Path(output) / via, force=True)
+            results[via] = res
+            d = res.summary["datasets"]["dy"]
+            console.print(f"  {d['events_in']:,} events in, {d['events_out']:,} selected; "
+                          f"outputs in {res.outdir}", soft_wrap=True)
     finally:
         if started:
             with console.status("stopping the facility..."):
                 fac.down()
             casa_data.reset_config()
     seconds = time.perf_counter() - t0
-    first = next(iter(hists.values()))
-    for label, h in hists.items():
-        if not np.array_equal(h.values(), first.values()):
-            raise RuntimeError(f"{label} gives a different histogram than {next(iter(hists))}")
-    centers, values = first.axes[0].centers, first.values()
-    window = (centers > 60) & (centers < 120)
-    peak = float(centers[window][np.argmax(values[window])])
-    plot = plot_mass(hists, Path(output) / "dimuon_mass.png", f"casa demo: {dataset}")
+    first_via, first = next(iter(results.items()))
+    for via, res in results.items():
+        for name, h in res.hists.items():
+            if not np.allclose(h.values(), first.hists[name].values()):
+                raise RuntimeError(f"histogram {name!r} differs between {first_via} and {via}")
+    d = first.summary["datasets"]["dy"]
+    peak = _peak(first.hists["mll"])
+    plots = sorted(Path(output).glob("*/*.png"))
     console.print(
-        f"[bold]{dataset}[/]: {events:,} events read, {pairs:,} opposite-charge pairs, "
-        f"peak at {peak:.1f} GeV; identical through {', '.join(hists)}; {seconds:.1f} s\nplot: {plot}",
+        f"[bold]demo/zmumu[/]: {d['events_in']:,} events, {d['events_out']:,} selected, Z peak at "
+        f"{peak:.1f} GeV; identical histograms via {' and '.join(results)}; {seconds:.1f} s\n"
+        f"plots: {', '.join(str(p) for p in plots)}",
         soft_wrap=True,
     )
-    return DemoResult(hists, events, pairs, peak, seconds, plot)
+    return DemoResult({v: r.hists for v, r in results.items()}, d["events_in"], d["events_out"], peak,
+                      seconds, plots)

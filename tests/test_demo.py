@@ -35,19 +35,29 @@ def test_demo_catalog_root_and_parquet_agree(demo_data):
     assert np.array_equal(ak.to_numpy(ak.flatten(a.Muon_pt)), ak.to_numpy(ak.flatten(b.Muon_pt)))
 
 
-def test_casa_demo_command_writes_a_plot_with_the_z_peak(demo_data, tmp_path):
-    """What `make demo` runs: facility up, XCache and S3 paths on Dask, plot, facility down."""
+def test_casa_demo_command_runs_the_pipeline_through_xcache_and_servicex(demo_data, tmp_path):
+    """What `make demo` runs: facility up, the Z->mumu pipeline via XCache and ServiceX, plots, down."""
     from casa_compute import facility
 
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, (result.output, result.exception)
-    assert "200,000 events read" in result.output
-    assert "identical through demo/zmumu via xcache, demo/zmumu via s3" in result.output
-    assert not facility.status()["up"]  # it stopped what it started
-    png = tmp_path / "dimuon_mass.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    peak = float(result.output.split("peak at ")[1].split(" GeV")[0])
+    assert "demo/zmumu: 200,000 events" in result.output
+    assert "identical histograms via xcache and servicex" in result.output
+    for via in ("xcache", "servicex"):
+        png = tmp_path / via / "mll.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    peak = float(result.output.split("Z peak at ")[1].split(" GeV")[0])
     assert 89.0 < peak < 93.0
+    assert not facility.status()["up"]  # it stopped what it started
+
+
+def test_demo_without_the_facility_runs_in_process(demo_data, tmp_path):
+    from casa_compute.demo import run_demo
+
+    res = run_demo(output=tmp_path, facility=False)
+    assert res.events == 200_000 and 0 < res.selected < res.events
+    assert 89.0 < res.peak < 93.0
+    assert (tmp_path / "local" / "mll.png").exists()
 
 
 def test_casa_data_list_and_describe(demo_data):
