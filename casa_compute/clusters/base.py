@@ -70,13 +70,12 @@ def find_token(spec: str | os.PathLike | None = "auto") -> Path | None:
         if not p.is_file():
             raise ClusterError(f"bearer token file {p} does not exist")
         return p
-    uid = os.getuid()
-    candidates = [os.environ.get("BEARER_TOKEN_FILE"),
-                  os.environ.get("XDG_RUNTIME_DIR") and f"{os.environ['XDG_RUNTIME_DIR']}/bt_u{uid}",
-                  f"{tempfile.gettempdir()}/bt_u{uid}"]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
+    from casa_data.tokens import token_sources
+
+    # The files of WLCG bearer-token discovery, in its order ($BEARER_TOKEN itself is no file).
+    for _label, path in token_sources()[1:]:
+        if path is not None and path.is_file():
+            return path
     return None
 
 
