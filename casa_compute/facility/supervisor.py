@@ -37,8 +37,10 @@ def _secret(path: Path, text: str) -> Path:
 
 
 def token_path() -> Path:
-    """Where the facility puts its token: the WLCG discovery location ``/tmp/bt_u<uid>``."""
-    return Path(f"/tmp/bt_u{os.getuid()}")
+    """Where the facility puts its token: the last WLCG discovery location, ``/tmp/bt_u<uid>``."""
+    from casa_data.tokens import token_sources
+
+    return token_sources({})[-1][1]
 
 
 def remove_client_files(state: dict[str, Any]) -> None:
