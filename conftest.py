@@ -43,8 +43,8 @@ def manifest(shared_data: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def shared_catalog() -> Path:
-    """A catalog of the shared real data (cms/dimuon-2012 and friends)."""
+def shared_catalog(shared_data: Path) -> Path:
+    """A catalog of the shared real data (cms/dimuon-2012 and friends); fails if it is missing."""
     return ROOT / "tests" / "catalogs" / "shared.yaml"
 
 
