@@ -13,7 +13,7 @@ import awkward as ak
 
 from . import readers
 from .catalog import DatasetSpec, get_catalog
-from .errors import (CasaError, ColumnNotFoundError, FileReadError, FilterError, PartialResultError,
+from .errors import (ColumnNotFoundError, FileReadError, FilterError, PartialResultError,
                      ReplicaError)
 from .expr import Filter
 from .resolver import Candidate, ResolvedFile, resolve

@@ -59,7 +59,7 @@ def env(s3, tmp_path, monkeypatch):
 
 def _catalog(tmp_path: Path, name: str, files: list[Path], fmt: str = "root") -> Path:
     cat = tmp_path / "catalog.yaml"
-    cat.write_text(f"# test catalog (this comment must survive ingest)\n" + yaml.safe_dump(
+    cat.write_text("# test catalog (this comment must survive ingest)\n" + yaml.safe_dump(
         {"datasets": [{"name": name, "tree": "Events", "format": fmt,
                        "files": [{"lfn": f"/store/test/{p.name}", "replicas": [str(p)]} for p in files]}]},
         sort_keys=False))

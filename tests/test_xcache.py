@@ -104,7 +104,7 @@ def test_listeners_are_loopback_only(stack):
 
 
 def test_reads_equal_direct_bytes_and_histograms(stack):
-    xc, local = get_path("xcache"), get_path("local")
+    xc = get_path("xcache")
     for lfn in ("/store/cms/dimuon/file_0.root", "/store/cms/dy/nano_dy.root"):
         url = f"{stack.xcache_url}/{lfn}"
         assert xc.cat(url) == _local(stack, lfn).read_bytes()

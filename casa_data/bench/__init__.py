@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .methods import BenchContext, BenchFile, BenchMethod, available_methods, get_method, register_method

@@ -22,10 +22,10 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from ..errors import ServiceError
 from .base import LOOPBACK, Service, port_open
+from .s3 import S3Server
 
 __all__ = ["CephRGW"]
 
@@ -41,7 +41,7 @@ def _free_range(n: int) -> int:
     raise ServiceError(f"no {n} consecutive free ports on {LOOPBACK}")
 
 
-class CephRGW(Service):
+class CephRGW(S3Server, Service):
     """mon + OSD + radosgw. ``start()`` bootstraps the cluster, ``stop()`` ends all three."""
 
     name = "ceph-rgw"
@@ -49,6 +49,7 @@ class CephRGW(Service):
     install_hint = "apt-get install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common"
     startup_timeout = 120.0
     osd_size_gb = 12
+    client_read_timeout = 30  # RGW's first requests create pools
 
     def __init__(self, workdir: str | os.PathLike | None = None, *, access_key: str | None = None,
                  secret_key: str | None = None):
@@ -220,30 +221,3 @@ rgw_data = {d}/rgw
         if self._own_workdir:  # the 12 GB sparse block file: drop the data, keep the logs
             shutil.rmtree(self.workdir / "osd", ignore_errors=True)
             shutil.rmtree(self.workdir / "mon", ignore_errors=True)
-
-    # -- S3 helpers (same as the SeaweedFS launcher) -------------------------------------------------
-    def client(self):
-        if getattr(self, "_client", None) is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                aws_access_key_id=self.access_key, aws_secret_access_key=self._secret_key,
-                config=Config(connect_timeout=2, read_timeout=30, retries={"max_attempts": 1}),
-            )
-        return self._client
-
-    def create_bucket(self, bucket: str) -> str:
-        c = self.client()
-        try:
-            c.create_bucket(Bucket=bucket)
-        except (c.exceptions.BucketAlreadyOwnedByYou, c.exceptions.BucketAlreadyExists):
-            pass
-        return f"s3://{bucket}"
-
-    def path_options(self) -> dict[str, Any]:
-        return {"endpoint_url": self.endpoint_url, "key": self.access_key, "secret": self._secret_key}
-
-    def __getstate__(self) -> dict:
-        raise TypeError("a running CephRGW launcher does not pickle; pass path_options() instead")

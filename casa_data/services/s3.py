@@ -33,7 +33,51 @@ def weed_binary() -> str:
     return str(here) if here.exists() else "weed"
 
 
-class SeaweedFS(Service):
+class S3Server:
+    """What every S3 launcher offers: a boto3 client, buckets, and the options clients need.
+
+    Subclasses set ``endpoint_url``, ``access_key`` and ``_secret_key`` (never shown in reprs).
+    """
+
+    _client = None
+    client_read_timeout = 10
+
+    def client(self):
+        """A boto3 S3 client for this server (fast failures: one attempt, short timeouts)."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                aws_access_key_id=self.access_key, aws_secret_access_key=self._secret_key,
+                config=Config(connect_timeout=2, read_timeout=self.client_read_timeout, retries={"max_attempts": 1}),
+            )
+        return self._client
+
+    def create_bucket(self, bucket: str) -> str:
+        """Create ``bucket`` (no error if it exists); returns ``s3://bucket``."""
+        c = self.client()
+        try:
+            c.create_bucket(Bucket=bucket)
+        except (c.exceptions.BucketAlreadyOwnedByYou, c.exceptions.BucketAlreadyExists):
+            pass
+        return f"s3://{bucket}"
+
+    def path_options(self) -> dict[str, Any]:
+        """Options for ``paths: {s3: ...}`` in a casa config (includes the keys)."""
+        return {"endpoint_url": self.endpoint_url, "key": self.access_key, "secret": self._secret_key}
+
+    def aws_env(self) -> dict[str, str]:
+        """Standard AWS variables pointing at this server (for subprocesses)."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self._secret_key,
+                "AWS_ENDPOINT_URL_S3": self.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def __getstate__(self) -> dict:
+        raise TypeError(f"a running {type(self).__name__} launcher does not pickle; pass path_options() instead")
+
+
+class SeaweedFS(S3Server, Service):
     """A single-node SeaweedFS with its S3 gateway and one access key pair.
 
     Parameters
@@ -110,19 +154,6 @@ class SeaweedFS(Service):
             f"-filer.localSocket={d}/filer.sock", f"-s3.localSocket={d}/s3.sock",
         ]
 
-    def client(self):
-        """A boto3 S3 client for this server (fast failures: one attempt, short timeouts)."""
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                aws_access_key_id=self.access_key, aws_secret_access_key=self._secret_key,
-                config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}),
-            )
-        return self._client
-
     def is_ready(self) -> bool:
         c = self.client()
         try:
@@ -131,24 +162,6 @@ class SeaweedFS(Service):
             pass
         c.put_object(Bucket="casa-ready", Key="probe", Body=b"ok")
         return True
-
-    def create_bucket(self, bucket: str) -> str:
-        """Create ``bucket`` (no error if it exists); returns ``s3://bucket``."""
-        c = self.client()
-        try:
-            c.create_bucket(Bucket=bucket)
-        except (c.exceptions.BucketAlreadyOwnedByYou, c.exceptions.BucketAlreadyExists):
-            pass
-        return f"s3://{bucket}"
-
-    def path_options(self) -> dict[str, Any]:
-        """Options for ``paths: {s3: ...}`` in a casa config (includes the keys)."""
-        return {"endpoint_url": self.endpoint_url, "key": self.access_key, "secret": self._secret_key}
-
-    def aws_env(self) -> dict[str, str]:
-        """Standard AWS variables pointing at this server (for subprocesses)."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self._secret_key,
-                "AWS_ENDPOINT_URL_S3": self.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
 
     def stop(self, timeout: float = 5.0) -> None:
         # weed's graceful shutdown takes ~30 s while idle; writes are durable once acknowledged.
@@ -160,6 +173,3 @@ class SeaweedFS(Service):
             import shutil
 
             shutil.rmtree(self.workdir / "data", ignore_errors=True)
-
-    def __getstate__(self) -> dict:
-        raise TypeError("a running SeaweedFS launcher does not pickle; pass path_options() instead")
