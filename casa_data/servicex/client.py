@@ -322,9 +322,18 @@ async def _guarded(coro, url: str, down_after: float):
             except httpx.HTTPError:
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > down_after:
-                    # Not awaited: the client catches CancelledError and then waits on its own
-                    # retrying status task. The loop (make_sync's, in its own thread) is dropped.
-                    task.cancel()
+                    # The client catches CancelledError and then waits on its own retrying status
+                    # task, so cancel every task of this loop (make_sync's own), give them a moment
+                    # to unwind, and leave nothing pending to be torn down at interpreter exit.
+                    others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+                    for _ in range(3):
+                        for t in others:
+                            t.cancel()
+                        await asyncio.wait(others, timeout=1.0)
+                        others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()
+                                  and not t.done()}
+                        if not others:
+                            break
                     raise _EndpointGone(time.monotonic() - down_since)
     return task.result()
 
