@@ -57,19 +57,39 @@ def _scheme(url: str) -> str:
     return "file" if len(s) <= 1 else s
 
 
-def _candidates(entry: FileEntry, lfn: str, cfg: CasaConfig) -> list[Candidate]:
+class _Paths:
+    """One instance per delivery path for a whole resolve() call, so files share connections."""
+
+    def __init__(self, prefer: list[str]):
+        self.prefer = prefer
+        self._by_name: dict[str, DeliveryPath] = {}
+        self._by_scheme: dict[str, str] = {}
+
+    def named(self, name: str) -> DeliveryPath:
+        if name not in self._by_name:
+            self._by_name[name] = get_path(name)
+        return self._by_name[name]
+
+    def for_url(self, url: str) -> DeliveryPath:
+        scheme = _scheme(url)
+        if scheme not in self._by_scheme:
+            self._by_scheme[scheme] = path_for_url(url, self.prefer).name
+        return self.named(self._by_scheme[scheme])
+
+
+def _candidates(entry: FileEntry, lfn: str, cfg: CasaConfig, paths: _Paths) -> list[Candidate]:
     out: list[Candidate] = []
     site = cfg.current_site
     rules = [r for r in cfg.rules() if lfn.startswith(r.prefix)]
     rank = {name: i for i, name in enumerate(site.prefer)}
     for rule in sorted(rules, key=lambda r: rank.get(r.via or "", len(rank))):
-        path = get_path(rule.via) if rule.via else path_for_url(rule.url, site.prefer)
+        path = paths.named(rule.via) if rule.via else paths.for_url(rule.url)
         out.append(Candidate(path.to_url(lfn, rule.url, rule.prefix), path))
     for rep in entry.replicas:
-        path = get_path(rep.via) if rep.via else path_for_url(rep.url, site.prefer)
+        path = paths.named(rep.via) if rep.via else paths.for_url(rep.url)
         out.append(Candidate(rep.url, path))
     if not out:  # the LFN is itself a path or URL
-        out.append(Candidate(lfn, path_for_url(lfn, site.prefer)))
+        out.append(Candidate(lfn, paths.for_url(lfn)))
     seen: set[tuple[str, str]] = set()
     unique = []
     for c in out:
@@ -79,12 +99,11 @@ def _candidates(entry: FileEntry, lfn: str, cfg: CasaConfig) -> list[Candidate]:
     return unique
 
 
-def _expand_glob(pattern: str, cfg: CasaConfig) -> list[str]:
-    path = path_for_url(pattern, cfg.current_site.prefer)
+def _expand_glob(pattern: str, paths: _Paths) -> list[str]:
+    path = paths.for_url(pattern)
     fs = path.filesystem(pattern)
     matches = sorted(fs.glob(path.reader_url(pattern)))
-    scheme = _scheme(pattern)
-    if scheme != "file":
+    if _scheme(pattern) != "file":
         matches = [fs.unstrip_protocol(m) for m in matches]
     return matches
 
@@ -92,17 +111,19 @@ def _expand_glob(pattern: str, cfg: CasaConfig) -> list[str]:
 def resolve(spec: DatasetSpec, via: str | None = None, config: CasaConfig | None = None) -> list[ResolvedFile]:
     """Resolve every file of ``spec``; globs are expanded now."""
     cfg = config or get_config()
+    paths = _Paths(cfg.current_site.prefer)
     files: list[ResolvedFile] = []
     for entry in spec.files:
         if entry.glob is not None:
-            matches = _expand_glob(entry.glob, cfg)
+            matches = _expand_glob(entry.glob, paths)
             if not matches:
                 raise CatalogError(f"dataset {spec.name!r}: the pattern {entry.glob!r} matches no file")
             for m in matches:
-                files.append(ResolvedFile(m, _candidates(FileEntry(lfn=m), m, cfg)))
+                files.append(ResolvedFile(m, _candidates(FileEntry(lfn=m), m, cfg, paths)))
         else:
             assert entry.lfn is not None
-            files.append(ResolvedFile(entry.lfn, _candidates(entry, entry.lfn, cfg), entry.nevents, entry.size))
+            files.append(ResolvedFile(entry.lfn, _candidates(entry, entry.lfn, cfg, paths), entry.nevents,
+                                      entry.size))
     if via is not None:
         for f in files:
             keep = [c for c in f.candidates if c.via == via]

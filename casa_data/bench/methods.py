@@ -16,15 +16,13 @@ To add a method (XRootD, XCache cold/warm, ServiceX, Skyhook, ...):
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from ..errors import CasaError
+from ..registry import Registry
 
 __all__ = ["BenchFile", "BenchContext", "BenchMethod", "register_method", "get_method", "available_methods"]
 
@@ -104,7 +102,7 @@ class BenchMethod(ABC):
 
 
 # -- registry ------------------------------------------------------------------------------------
-_BUILTIN = {
+_REGISTRY: Registry[BenchMethod] = Registry("bench method", "casa.bench", {
     "local": "casa_data.bench.builtin:LocalMethod",
     "s3fs": "casa_data.bench.builtin:S3fsMethod",
     "s3fs-default": "casa_data.bench.builtin:S3fsDefaultMethod",
@@ -113,31 +111,20 @@ _BUILTIN = {
     "xcache-cold": "casa_data.bench.xrootd:XCacheColdMethod",
     "xcache-warm": "casa_data.bench.xrootd:XCacheWarmMethod",
     "skyhook": "casa_data.bench.skyhook:SkyhookMethod",
-}
-_EXTRA: dict[str, str | type[BenchMethod]] = {}
+})
 
 
 def register_method(name: str, target: str | type[BenchMethod]) -> None:
     """Register a :class:`BenchMethod` class (or ``"module:Class"``) under ``name``."""
-    _EXTRA[name] = target
+    _REGISTRY.register(name, target)
 
 
 def available_methods() -> list[str]:
-    names = list(_BUILTIN) + [n for n in _EXTRA if n not in _BUILTIN]
-    names += [ep.name for ep in entry_points(group="casa.bench") if ep.name not in names]
-    return names
+    return _REGISTRY.names()
 
 
 def get_method(name: str) -> BenchMethod:
-    target: Any = _EXTRA.get(name) or _BUILTIN.get(name)
-    if target is None:
-        target = next((ep.value for ep in entry_points(group="casa.bench") if ep.name == name), None)
-    if target is None:
-        raise CasaError(f"unknown bench method {name!r}; available: {', '.join(available_methods())}")
-    if isinstance(target, str):
-        module, _, cls = target.partition(":")
-        target = getattr(importlib.import_module(module), cls)
-    return target()
+    return _REGISTRY.load(name)()
 
 
 def file_size(path: str | os.PathLike) -> int:

@@ -7,60 +7,36 @@
 
 from __future__ import annotations
 
-import importlib
-from functools import lru_cache
-from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CasaError
+from ..registry import Registry
 from .base import DeliveryPath
 
 __all__ = ["DeliveryPath", "get_path", "path_for_url", "available_paths", "register_path"]
 
 # name -> "module:Class"; modules are imported only when a path is first used.
-_BUILTIN: dict[str, str] = {
+_REGISTRY: Registry[DeliveryPath] = Registry("delivery path", "casa.paths", {
     "local": "casa_data.paths.local:LocalPath",
     "xrootd": "casa_data.paths.xrootd:XRootDPath",
     "xcache": "casa_data.paths.xrootd:XCachePath",
     "s3": "casa_data.paths.s3:S3Path",
     "skyhook": "casa_data.paths.skyhook:SkyhookPath",
-}
-_EXTRA: dict[str, str | type[DeliveryPath]] = {}
+})
 
 
 def register_path(name: str, target: str | type[DeliveryPath]) -> None:
     """Register a delivery path class (or "module:Class" string) under ``name``."""
-    _EXTRA[name] = target
-    _path_class.cache_clear()
+    _REGISTRY.register(name, target)
 
 
 def available_paths() -> list[str]:
-    names = set(_BUILTIN) | set(_EXTRA)
-    names |= {ep.name for ep in entry_points(group="casa.paths")}
-    return sorted(names)
+    return sorted(_REGISTRY.names())
 
 
-@lru_cache(maxsize=None)
 def _path_class(name: str) -> type[DeliveryPath]:
-    target: Any = _EXTRA.get(name) or _BUILTIN.get(name)
-    if target is None:
-        for ep in entry_points(group="casa.paths"):
-            if ep.name == name:
-                target = ep.value
-                break
-    if target is None:
-        raise CasaError(f"unknown delivery path {name!r}; available: {', '.join(available_paths())}")
-    if isinstance(target, str):
-        module, _, cls = target.partition(":")
-        try:
-            target = getattr(importlib.import_module(module), cls)
-        except ImportError as err:
-            raise CasaError(
-                f"delivery path {name!r} needs {err.name!r}, which is not installed: "
-                "pip install 'casa-sdk' with its dependencies"
-            ) from err
-    return target
+    return _REGISTRY.load(name)
 
 
 def get_path(name: str, **options: Any) -> DeliveryPath:

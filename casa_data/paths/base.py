@@ -15,7 +15,8 @@ To implement a path:
 4. Optionally override :meth:`to_url` (LFN -> URL, default: prefix substitution from a site rule),
    :meth:`storage_options` (what uproot needs to read the URL), :meth:`reader_url` and
    :meth:`arrow_filesystem` (what pyarrow reads through).
-5. Register it in ``_BUILTIN`` of :mod:`casa_data.paths` or in the ``casa.paths`` entry points.
+5. Register it in :mod:`casa_data.paths` (the built-in table, :func:`register_path`) or in the
+   ``casa.paths`` entry points.
 
 Paths are built from the ``paths: {name: {...}}`` section of the configuration, so options
 (endpoints, tuning) come from one place. Instances must pickle (they travel to Dask workers): keep
