@@ -134,7 +134,7 @@ def _flat(events: ak.Array) -> dict[str, ak.Array]:
 def write_root(path: Path, events: ak.Array) -> None:
     import uproot
 
-    branches = {k: v for k, v in events.items()} if isinstance(events, dict) else {f: events[f] for f in events.fields}
+    branches = {f: events[f] for f in events.fields}
     tmp = path.with_suffix(".tmp")
     with uproot.recreate(tmp, compression=uproot.ZLIB(1)) as f:
         # mktree + extend writes a TTree (f[name] = ... writes an RNTuple in uproot >= 5.7).
