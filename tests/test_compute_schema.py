@@ -1,0 +1,58 @@
+"""casa's NanoAOD schema: the same events as coffea's, one branch fewer per collection read."""
+
+from __future__ import annotations
+
+import awkward as ak
+import pytest
+import uproot
+from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+from casa_compute.schemas import LenientNanoAODSchema
+from compute_support import AGC, NANO_TT, need
+
+
+class Upstream(NanoAODSchema):
+    """coffea's schema, tolerant of the AGC file's missing event IDs."""
+
+    error_missing_event_ids = False
+
+
+def _events(path, schema, start, stop, log=None):
+    return NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=schema, mode="virtual",
+                                       entry_start=start, entry_stop=stop, access_log=log).events()
+
+
+@pytest.mark.parametrize("path,start,stop", [(AGC, 12_345, 56_789), (NANO_TT, 7, 33)])
+def test_collections_equal_upstream_schema(path, start, stop):
+    need(path)
+    ours, theirs = _events(path, LenientNanoAODSchema, start, stop), _events(path, Upstream, start, stop)
+    checked = 0
+    for name in ours.fields:
+        if name.startswith("n") or ours[name].ndim < 2 or not ours[name].fields:
+            continue
+        # every field of every jagged collection, with its offsets, as upstream builds them
+        for field in ours[name].fields:
+            if field.endswith(("Idx", "IdxG")) or field.startswith("matched"):
+                continue
+            a, b = ours[name][field], theirs[name][field]
+            assert ak.to_list(ak.num(a)) == ak.to_list(ak.num(b)), (name, field)
+            assert ak.almost_equal(a, b, dtype_exact=False, check_parameters=False), (name, field)
+            checked += 1
+    assert checked >= 5
+
+
+def test_offsets_come_from_the_collection_not_the_counts_branch():
+    need(AGC)
+    log: list = []
+    ev = _events(AGC, LenientNanoAODSchema, 100, 5_000, log)
+    n, total = ak.sum(ak.num(ev.Muon.eta)), ak.sum(ev.Muon.eta)
+    assert {a.branch for a in log} == {"Muon_pt", "Muon_eta"}  # Muon_pt carries the offsets
+    assert n == uproot.open(AGC)["Events"]["nMuon"].array(entry_start=100, entry_stop=5_000, library="np").sum()
+
+    class FromCounts(LenientNanoAODSchema):
+        offsets_from_counts = True
+
+    log.clear()
+    ev = _events(AGC, FromCounts, 100, 5_000, log)
+    assert ak.sum(ak.num(ev.Muon.eta)) == n and ak.sum(ev.Muon.eta) == total
+    assert {a.branch for a in log} == {"nMuon", "Muon_eta"}
