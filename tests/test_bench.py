@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from casa_data.bench import BenchMethod, bench, bench_files, register_method, run_bench
+from casa_data.bench import BenchMethod, bench, bench_files, markdown_table, register_method, run_bench
 from casa_data.bench.builtin import LocalMethod
 from casa_data.config import reset_config
 from casa_data.services.s3 import SeaweedFS
@@ -113,3 +113,34 @@ def test_plugin_registry_runs_extra_methods_without_s3():
     r = doc["results"]["fsspec-local"]
     assert r["bytes"]["whole"] == AGC.stat().st_size and r["ratio_to_local"]["whole_mb_s"] > 0
     assert issubclass(_FsspecLocal, BenchMethod)
+
+
+def test_servicex_method_delivers_columns_and_reports_the_rest_unsupported(shared_data, tmp_path):
+    """ServiceX through the real client and endpoint: columns measured, whole file and ranges n/a."""
+    from casa_data.bench.methods import Unsupported
+    from casa_data.bench.servicex import ServiceXMethod
+
+    agc = shared_data / "agc" / "open-data-example.root"
+    doc = bench([str(agc)], ["local", "servicex"], quick=True, out_dir=tmp_path / "out")
+    r, local = doc["results"]["servicex"], doc["results"]["local"]
+    s = r["columns_events_s"]
+    assert len(s["runs"]) == doc["meta"]["reps"] and s["median"] > 0 and r["ratio_to_local"]["columns_events_s"] > 0
+    for key in ("whole_mb_s", "range_latency_ms", "ranges_batched_ms"):
+        assert r[key] is None, key
+    assert set(r["unsupported"]) == {"whole", "range", "ranges"}
+    assert all("not a file's bytes" in why for why in r["unsupported"].values())
+    assert r["ratio_to_local"]["whole_mb_s"] is None and r["ratio_to_local"]["range_p50"] is None
+    assert r["bytes"]["whole"] is None and r["bytes"]["ranges"] is None
+    assert 0 < r["bytes"]["columns"] < agc.stat().st_size  # the delivered Parquet of 3 columns
+    assert "unsupported" not in local and local["whole_mb_s"]["median"] > 0  # others as before
+    assert "servicex" in doc["meta"]["methods"]
+    with pytest.raises(Unsupported, match="not a file's bytes"):
+        ServiceXMethod().read_range(bench_files([agc])[0], 0, 1)
+    row = next(line for line in markdown_table(doc).splitlines() if line.startswith("| servicex |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == cells[2] == cells[5] == cells[6] == cells[7] == "n/a" and cells[3] != "n/a", cells
+    assert cells[8].startswith("n/a / ") and cells[8].endswith(" / n/a"), cells
+    saved = json.loads(Path(doc["outputs"]["json"]).read_text())
+    assert saved["results"]["servicex"]["whole_mb_s"] is None
+    png = Path(doc["outputs"]["png"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -11,7 +11,8 @@ __all__ = ["bench_command"]
 
 def bench_command(
     dataset: Optional[list[str]] = typer.Argument(None, help="catalog dataset name or local files (default demo/zmumu)"),
-    methods: str = typer.Option("local,s3fs,s3-arrow", help="comma-separated access methods"),
+    methods: str = typer.Option("local,s3fs,s3-arrow", help="comma-separated access methods (see --list): local, "
+                                "s3fs, s3fs-default, s3-arrow, xrootd, xcache-cold, xcache-warm, skyhook, servicex"),
     s3: Optional[str] = typer.Option(None, help="s3://bucket/prefix for the S3 copies (uploaded if missing)"),
     embedded: Optional[bool] = typer.Option(None, "--embedded/--no-embedded",
                                             help="start a SeaweedFS for the run (default: if no endpoint is configured)"),
@@ -24,7 +25,10 @@ def bench_command(
     out: str = typer.Option("casa-bench", help="directory for the JSON and PNG"),
     list_methods: bool = typer.Option(False, "--list", help="list the registered methods and exit"),
 ) -> None:
-    """Compare access paths (local disk, S3 via s3fs, S3 via Arrow, plug-ins) on one dataset."""
+    """Compare access paths (local disk, S3 via s3fs, S3 via Arrow, XRootD, Skyhook, ServiceX, plug-ins) on one dataset.
+
+    A method without some access (ServiceX delivers columns, not byte ranges) shows n/a there.
+    """
     from rich.console import Console
 
     from ..errors import CasaError

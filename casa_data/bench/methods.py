@@ -10,7 +10,10 @@ To add a method (XRootD, XCache cold/warm, ServiceX, Skyhook, ...):
    start a service) and :meth:`~BenchMethod.teardown`, and :meth:`~BenchMethod.counting`, a
    context manager for one untimed pass that counts the bytes the method transfers (by default
    the bytes its reads return).
-4. Register it with :func:`register_method` or in the ``casa.bench`` entry-point group.
+4. A read the path does not have (a query service delivers columns, not a file's bytes) raises
+   :class:`Unsupported` with the reason: the runner probes each read once, skips the unsupported
+   ones and reports them as ``None`` / ``n/a`` with the reason under ``"unsupported"``.
+5. Register it with :func:`register_method` or in the ``casa.bench`` entry-point group.
 """
 
 from __future__ import annotations
@@ -22,9 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+from ..errors import CasaError
 from ..registry import Registry
 
-__all__ = ["BenchFile", "BenchContext", "BenchMethod", "register_method", "get_method", "available_methods"]
+__all__ = ["BenchFile", "BenchContext", "BenchMethod", "Unsupported", "register_method", "get_method",
+           "available_methods"]
+
+
+class Unsupported(CasaError):
+    """Raised by a method's read_whole / read_range / read_ranges / read_columns when that access
+    does not exist on its path; the message is the reason (shown in the results)."""
 
 
 @dataclass
@@ -111,6 +121,7 @@ _REGISTRY: Registry[BenchMethod] = Registry("bench method", "casa.bench", {
     "xcache-cold": "casa_data.bench.xrootd:XCacheColdMethod",
     "xcache-warm": "casa_data.bench.xrootd:XCacheWarmMethod",
     "skyhook": "casa_data.bench.skyhook:SkyhookMethod",
+    "servicex": "casa_data.bench.servicex:ServiceXMethod",
 })
 
 

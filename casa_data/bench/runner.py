@@ -10,6 +10,10 @@ all methods alike):
 Then one untimed pass per method and workload counts the bytes transferred (wire bytes through a
 counting relay for S3, bytes read for local files). Sizes and event counts are checked against
 the files: a method that returns other numbers fails the run.
+
+A read a method does not have (it raises :class:`~casa_data.bench.methods.Unsupported` in the
+warm-up) is skipped in the reps and the counting pass; its statistics are ``None`` and the reason
+is in the method's ``"unsupported"`` (``whole``, ``columns``, ``range``, ``ranges``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import CasaError
-from .methods import BenchContext, BenchFile, BenchMethod, get_method
+from .methods import BenchContext, BenchFile, BenchMethod, Unsupported, get_method
 
 __all__ = ["bench_files", "run_bench", "summarize", "DEFAULT_METHODS"]
 
@@ -103,6 +107,14 @@ def _check(method: str, what: str, got: int, want: int) -> None:
         raise CasaError(f"bench method {method!r}, {what}: got {got:,}, expected {want:,}")
 
 
+def _probe(fn: Callable[[], Any], what: str, unsupported: dict[str, str]) -> None:
+    """Run ``fn`` once (warm-up); an :class:`Unsupported` read is recorded, not raised."""
+    try:
+        fn()
+    except Unsupported as err:
+        unsupported[what] = str(err) or "not supported by this method"
+
+
 def run_bench(files: list[BenchFile], methods: Sequence[str] = DEFAULT_METHODS, *,
               columns: list[str] | None = None, reps: int = 5, nranges: int = 200,
               range_size: int = 64 << 10, s3_base: str | None = None,
@@ -117,41 +129,53 @@ def run_bench(files: list[BenchFile], methods: Sequence[str] = DEFAULT_METHODS, 
     total_events = sum(f.nevents for f in files)
     objs: dict[str, BenchMethod] = {}
     raw: dict[str, dict[str, list]] = {}
+    skip: dict[str, dict[str, str]] = {}  # method -> {whole|columns|range|ranges: reason}
     try:
         for name in methods:
             m = get_method(name)
             m.setup(ctx)
             objs[name] = m
             raw[name] = {"whole_s": [], "columns_s": [], "latency_ms": [], "batch_s": []}
-            # warm-up: connections, imports, the page cache for local reads
-            m.read_whole(files[0])
-            m.read_columns(files[0], columns)
-            m.read_range(files[0], 0, min(range_size, files[0].size))
+            # warm-up: connections, imports, the page cache for local reads; finds unsupported reads
+            no = skip[name] = {}
+            first = (files[0], 0, min(range_size, files[0].size))
+            _probe(lambda: m.read_whole(files[0]), "whole", no)
+            _probe(lambda: m.read_columns(files[0], columns), "columns", no)
+            _probe(lambda: m.read_range(*first), "range", no)
+            _probe(lambda: m.read_ranges([first]), "ranges", no)
         for r in range(reps):
             plan = _ranges(files, nranges, range_size, seed + r)
             for name, m in objs.items():
                 log(f"rep {r + 1}/{reps}: {name}")
-                t, n = _timed(lambda: sum(m.read_whole(f) for f in files))
-                _check(name, "whole-file bytes", n, total_size)
-                raw[name]["whole_s"].append(t)
-                t, n = _timed(lambda: sum(m.read_columns(f, columns) for f in files))
-                _check(name, "column-subset events", n, total_events)
-                raw[name]["columns_s"].append(t)
-                for f, start, length in plan:
-                    t, n = _timed(lambda: m.read_range(f, start, length))
-                    _check(name, f"range {start}+{length} of {f.name}", n, length)
-                    raw[name]["latency_ms"].append(t * 1e3)
-                t, n = _timed(lambda: m.read_ranges(plan))
-                _check(name, "vector read bytes", n, sum(length for _, _, length in plan))
-                raw[name]["batch_s"].append(t)
-        counted: dict[str, dict[str, int]] = {}
+                no = skip[name]
+                if "whole" not in no:
+                    t, n = _timed(lambda: sum(m.read_whole(f) for f in files))
+                    _check(name, "whole-file bytes", n, total_size)
+                    raw[name]["whole_s"].append(t)
+                if "columns" not in no:
+                    t, n = _timed(lambda: sum(m.read_columns(f, columns) for f in files))
+                    _check(name, "column-subset events", n, total_events)
+                    raw[name]["columns_s"].append(t)
+                if "range" not in no:
+                    for f, start, length in plan:
+                        t, n = _timed(lambda: m.read_range(f, start, length))
+                        _check(name, f"range {start}+{length} of {f.name}", n, length)
+                        raw[name]["latency_ms"].append(t * 1e3)
+                if "ranges" not in no:
+                    t, n = _timed(lambda: m.read_ranges(plan))
+                    _check(name, "vector read bytes", n, sum(length for _, _, length in plan))
+                    raw[name]["batch_s"].append(t)
+        counted: dict[str, dict[str, int | None]] = {}
         plan = _ranges(files, nranges, range_size, seed)
         for name, m in objs.items():
             log(f"counting bytes: {name}")
             counted[name] = {}
-            for what, fn in (("whole", lambda: [m.read_whole(f) for f in files]),
-                             ("columns", lambda: [m.read_columns(f, columns) for f in files]),
-                             ("ranges", lambda: [m.read_range(f, s, n) for f, s, n in plan])):
+            for what, read, fn in (("whole", "whole", lambda: [m.read_whole(f) for f in files]),
+                                   ("columns", "columns", lambda: [m.read_columns(f, columns) for f in files]),
+                                   ("ranges", "range", lambda: [m.read_range(f, s, n) for f, s, n in plan])):
+                if read in skip[name]:
+                    counted[name][what] = None
+                    continue
                 with m.counting():
                     fn()
                 counted[name][what] = m.counted
@@ -169,7 +193,7 @@ def run_bench(files: list[BenchFile], methods: Sequence[str] = DEFAULT_METHODS, 
                     "python": platform.python_version(), "loadavg": os.getloadavg()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return summarize(meta, raw, counted)
+    return summarize(meta, raw, counted, {n: no for n, no in skip.items() if no})
 
 
 def _endpoint(s3_base: str | None, s3_options: dict[str, Any] | None) -> str | None:
@@ -180,28 +204,46 @@ def _endpoint(s3_base: str | None, s3_options: dict[str, Any] | None) -> str | N
     return get_path("s3", **(s3_options or {})).endpoint(s3_base)
 
 
-def summarize(meta: dict[str, Any], raw: dict[str, dict[str, list]], counted: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Medians, spreads, percentiles and ratios to the ``local`` method."""
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _get(d: dict[str, Any] | None, key: str) -> Any:
+    return d[key] if d is not None else None
+
+
+def summarize(meta: dict[str, Any], raw: dict[str, dict[str, list]], counted: dict[str, dict[str, int | None]],
+              unsupported: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """Medians, spreads, percentiles and ratios to the ``local`` method.
+
+    A measurement without runs (the method does not support it) is ``None``, as are its ratios; the
+    reasons, from ``unsupported`` (method -> {read: reason}), are the method's ``"unsupported"``.
+    """
     size, events = meta["total_bytes"], meta["total_events"]
     results: dict[str, Any] = {}
     for name, r in raw.items():
         lat = r["latency_ms"]
         results[name] = {
-            "whole_mb_s": _stats([size / t / 1e6 for t in r["whole_s"]]),
-            "columns_events_s": _stats([events / t for t in r["columns_s"]]),
-            "range_latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "n": len(lat)},
-            "ranges_batched_ms": _stats([t * 1e3 for t in r["batch_s"]]),
+            "whole_mb_s": _stats([size / t / 1e6 for t in r["whole_s"]]) if r["whole_s"] else None,
+            "columns_events_s": _stats([events / t for t in r["columns_s"]]) if r["columns_s"] else None,
+            "range_latency_ms": ({"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "n": len(lat)}
+                                 if lat else None),
+            "ranges_batched_ms": _stats([t * 1e3 for t in r["batch_s"]]) if r["batch_s"] else None,
             "bytes": counted.get(name, {}),
         }
+        if unsupported and unsupported.get(name):
+            results[name]["unsupported"] = dict(unsupported[name])
     base = results.get("local")
     if base:
         for name, res in results.items():
             res["ratio_to_local"] = {
-                "whole_mb_s": res["whole_mb_s"]["median"] / base["whole_mb_s"]["median"],
-                "columns_events_s": res["columns_events_s"]["median"] / base["columns_events_s"]["median"],
-                "range_p50": res["range_latency_ms"]["p50"] / base["range_latency_ms"]["p50"],
-                "ranges_batched": res["ranges_batched_ms"]["median"] / base["ranges_batched_ms"]["median"],
-                "bytes_columns": (res["bytes"].get("columns", 0) / base["bytes"]["columns"]
+                "whole_mb_s": _ratio(_get(res["whole_mb_s"], "median"), _get(base["whole_mb_s"], "median")),
+                "columns_events_s": _ratio(_get(res["columns_events_s"], "median"),
+                                           _get(base["columns_events_s"], "median")),
+                "range_p50": _ratio(_get(res["range_latency_ms"], "p50"), _get(base["range_latency_ms"], "p50")),
+                "ranges_batched": _ratio(_get(res["ranges_batched_ms"], "median"),
+                                         _get(base["ranges_batched_ms"], "median")),
+                "bytes_columns": (_ratio(res["bytes"].get("columns", 0), base["bytes"]["columns"])
                                   if base["bytes"].get("columns") else None),
             }
     return {"meta": meta, "results": results}
@@ -230,17 +272,28 @@ def markdown_table(doc: dict[str, Any]) -> str:
     for name, r in doc["results"].items():
         ratio = r.get("ratio_to_local", {})
         b = r["bytes"]
+        whole, cols, lat, batch = r["whole_mb_s"], r["columns_events_s"], r["range_latency_ms"], r["ranges_batched_ms"]
+        nan = float("nan")
         rows.append(
-            f"| {name} | {r['whole_mb_s']['median']:.1f} (±{r['whole_mb_s']['spread'] * 50:.0f} %) "
-            f"| {ratio.get('whole_mb_s', float('nan')):.2f} "
-            f"| {r['columns_events_s']['median'] / 1e3:.0f} (±{r['columns_events_s']['spread'] * 50:.0f} %) "
-            f"| {ratio.get('columns_events_s', float('nan')):.2f} "
-            f"| {r['range_latency_ms']['p50']:.2f} / {r['range_latency_ms']['p99']:.2f} "
-            f"| {ratio.get('range_p50', float('nan')):.1f} "
-            f"| {r['ranges_batched_ms']['median']:.1f} "
-            f"| {b.get('whole', 0):,} / {b.get('columns', 0):,} / {b.get('ranges', 0):,} |"
+            f"| {name} | {_spread(whole, '.1f')} "
+            f"| {_num(ratio.get('whole_mb_s', nan), '.2f')} "
+            f"| {_spread(cols, '.0f', 1e3)} "
+            f"| {_num(ratio.get('columns_events_s', nan), '.2f')} "
+            f"| {'n/a' if lat is None else format(lat['p50'], '.2f') + ' / ' + format(lat['p99'], '.2f')} "
+            f"| {_num(ratio.get('range_p50', nan), '.1f')} "
+            f"| {'n/a' if batch is None else format(batch['median'], '.1f')} "
+            f"| {_num(b.get('whole', 0), ',')} / {_num(b.get('columns', 0), ',')} / {_num(b.get('ranges', 0), ',')} |"
         )
     return "\n".join(rows)
+
+
+def _spread(s: dict[str, Any] | None, spec: str, unit: float = 1) -> str:
+    """``median (±half-spread %)``, or ``n/a`` for a measurement the method does not support."""
+    return "n/a" if s is None else f"{s['median'] / unit:{spec}} (±{s['spread'] * 50:.0f} %)"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _asdict(f: BenchFile) -> dict:
