@@ -6,6 +6,10 @@ Each chunk builds NanoEvents (NanoAOD schema by default) where it runs, calls
 entry range. Outputs are merged with ``coffea.processor.accumulate`` in a fixed tree over chunk
 order, so the result does not depend on which worker finished first, nor on workers that died
 (the scheduler recomputes what they held).
+
+On Dask workers, each worker thread keeps the ROOT file it last read open for the rest of the run
+(:class:`_Handles`): the next chunk of the same file skips re-reading the file's metadata, which
+costs ~0.3 s for a full NanoAOD file of 1,500 branches.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import os
 import re
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -93,14 +98,59 @@ def _arrow_events(chunk, schema):
                                           mode="virtual").events()
 
 
-def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, opened=None):
-    """One attempt on one replica: (output, bytes read). ``opened``: (url, ROOT handle) to reuse."""
+class _Handles(threading.local):
+    """The ROOT file a worker thread read last, kept open for the next chunk of the same run.
+
+    Per thread (uproot handles are not shared between threads), one file at a time, keyed by the
+    run so that a later run never sees a file as it was; dropped after a failed read.
+    """
+
+    key: tuple | None = None
+    handle: Any = None
+    opened: dict[str, int] = {}  # url -> times opened, all threads of this process (for tests)
+
+    def get(self, run_id: str, url: str, via: str | None):
+        key = (run_id, url, via)
+        if self.key != key:
+            self.drop()
+            self.handle = open_root(url, via)
+            self.key = key
+            with _OPENED_LOCK:
+                _Handles.opened[url] = _Handles.opened.get(url, 0) + 1
+        return self.handle
+
+    def drop(self) -> None:
+        handle, self.key, self.handle = self.handle, None, None
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                handle.close()
+
+
+_HANDLES = _Handles()
+_OPENED_LOCK = threading.Lock()
+
+
+def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, opened=None,
+                  run_id: str | None = None):
+    """One attempt on one replica: (output, bytes read). ``opened``: (url, ROOT handle) to reuse;
+    ``run_id``: keep this thread's handle open for the next chunk of the same file."""
     if chunk.file.format == "arrow":
         return processor.process(_arrow_events(chunk, schema)), int(chunk.table.nbytes)
+    if opened is None and run_id is not None and chunk.file.format == "root":
+        try:
+            opened = (url, _HANDLES.get(run_id, url, via))
+            return _process_once(processor, chunk, url, via, schema, opened)
+        except BaseException:
+            _HANDLES.drop()  # a handle that failed once is not trusted again
+            raise
     if opened is not None and opened[0] == url and chunk.file.format != "parquet":
         f = opened[1]
         before = getattr(f, "_casa_bytes_counted", 0)
-        out = processor.process(_events(chunk, url, via, schema, f))
+        try:
+            out = processor.process(_events(chunk, url, via, schema, f))
+        finally:
+            if f.file.array_cache is not None:
+                f.file.array_cache.clear()  # this chunk's arrays: not needed by the next one
         after = f.file.source.num_requested_bytes
         f._casa_bytes_counted = after
         return out, after - before
@@ -114,8 +164,11 @@ def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, op
 
 
 def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
-                  retry_wait: float = 0.2, opened=None) -> _Partial:
-    """Run ``processor`` on one chunk; never raises for data errors (returns a failure)."""
+                  retry_wait: float = 0.2, opened=None, run_id: str | None = None) -> _Partial:
+    """Run ``processor`` on one chunk; never raises for data errors (returns a failure).
+
+    ``opened``: ``(url, open ROOT file)`` to use on the first attempt; ``run_id``: reuse this
+    thread's open file across chunks of one run (see :class:`_Handles`)."""
     schema = _schema(schema)
     t0, c0 = time.perf_counter(), time.process_time()
     errors: list[str] = []
@@ -123,7 +176,8 @@ def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
         for url, via in chunk.file.replicas:
             try:
                 output, nbytes = _process_once(processor, chunk, url, via, schema,
-                                               opened if attempt == 0 else None)
+                                               opened if attempt == 0 else None,
+                                               run_id if attempt == 0 else None)
             except Exception as e:  # noqa: BLE001 - reported with file and entry range
                 errors.append(scrub(f"{type(e).__name__}: {e}"))
                 last_tb = scrub(traceback.format_exc(limit=6))
@@ -335,8 +389,8 @@ def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fani
         submitted = []
         for c in chunks:  # may be a stream (Arrow batches): submit as they arrive
             submitted.append(c)
-            futs.append(client.submit(process_chunk, processor, c, schema, retries, pure=False,
-                                      key=f"casa-chunk-{c.index}-{run_id}"))
+            futs.append(client.submit(process_chunk, processor, c, schema, retries, run_id=run_id,
+                                      pure=False, key=f"casa-chunk-{c.index}-{run_id}"))
         chunks = submitted
         level, depth = list(futs), 0
         while len(level) > 1:

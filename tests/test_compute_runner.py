@@ -53,6 +53,26 @@ def test_local_cluster_equals_inprocess(local, inprocess, capsys):
     assert "dashboard http://127.0.0.1:" in err
 
 
+def test_workers_keep_a_file_open_across_its_chunks(local):
+    """10 chunks of one file on the workers: each worker thread opens the file once per run."""
+    from distributed import Client
+
+    need(AGC)
+    fileset = {"agc": {"files": {str(AGC): "Events"}}}
+    ref = casa_compute.run(DimuonProcessor(), fileset, chunksize=10_000, progress=False)
+    with Client(local) as client:
+        client.run(lambda: __import__("casa_compute.runner").runner._Handles.opened.clear())
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        for _ in range(2):  # a second run opens the file again (a run never sees an older file)
+            out, report = casa_compute.run(DimuonProcessor(), fileset, cluster=client, chunksize=10_000,
+                                           progress=False)
+            same_output(out, ref.output)
+            assert len(report.stats) == 10 and report.ok
+        opened = client.run(lambda: dict(__import__("casa_compute.runner").runner._Handles.opened))
+    per_worker = [o.get(str(AGC), 0) for o in opened.values()]
+    assert 2 <= sum(per_worker) <= 2 * threads < 20, (per_worker, threads)
+
+
 def test_ttbar_all_modes_equal_oracle(local):
     need(NANO_TT)
     sel, ht, lead = ttbar_oracle(NANO_TT)

@@ -15,10 +15,11 @@ import re
 import time
 from typing import Any, Callable, Sequence
 
-from .methods import BenchContext, BenchFile, BenchMethod, available_methods, get_method, register_method
+from .methods import (BenchContext, BenchFile, BenchMethod, Unsupported, available_methods, get_method,
+                      register_method)
 from .runner import DEFAULT_METHODS, bench_files, markdown_table, run_bench, write_outputs
 
-__all__ = ["bench", "BenchMethod", "BenchFile", "BenchContext", "register_method", "available_methods",
+__all__ = ["bench", "BenchMethod", "BenchFile", "BenchContext", "Unsupported", "register_method", "available_methods",
            "get_method", "run_bench", "bench_files", "markdown_table", "write_outputs", "local_files"]
 
 QUICK = {"reps": 2, "nranges": 40}
