@@ -87,10 +87,22 @@ def test_container_mode_forwards_fixed_ports(token):
     try:
         sub = htcondor2.Submit(c.job_script().split("\n", 1)[1])
         assert sub["universe"] == "docker" and sub["docker_image"] == "example.org/casa/worker:1"
+        # no nanny in a container: it could only advertise an address the scheduler cannot reach
+        assert sub["container_service_names"] == "dask" and "nanny_container_port" not in sub
+        assert sub["dask_container_port"] == "8788"
+        assert "--worker-port 8788 --contact-address" in sub["Arguments"].replace("${CASA_PORT:+", "")
+        assert "--no-nanny" in sub["Arguments"] and "--nanny-port" not in sub["Arguments"]
+        assert "; python3 -m distributed.cli.dask_worker" in sub["Arguments"]
+    finally:
+        c.close()
+    c = CoffeaCasaCluster(scheduler_port=0, dashboard_port=0, token=str(token), nanny=True,
+                          worker_image="example.org/casa/worker:1", nanny_port=8001, worker_port=8788)
+    try:  # asked for explicitly (a container on the host network): both ports forwarded
+        sub = htcondor2.Submit(c.job_script().split("\n", 1)[1])
         assert sub["container_service_names"] == "dask,nanny"
         assert (sub["dask_container_port"], sub["nanny_container_port"]) == ("8788", "8001")
         assert "--worker-port 8788 --nanny-port 8001" in sub["Arguments"]
-        assert "; python3 -m distributed.cli.dask_worker" in sub["Arguments"]
+        assert "--nanny " in sub["Arguments"] + " "
     finally:
         c.close()
 
@@ -246,5 +258,6 @@ def test_container_worker_advertises_forwarded_host_port(tmp_path):
            "_CONDOR_MACHINE_AD": str(tmp_path / "machine.ad"), "_CONDOR_SCRATCH_DIR": str(tmp_path)}
     out = subprocess.run(["/bin/sh", *argv], capture_output=True, text=True, env=env, timeout=20)
     assert out.returncode == 0, out.stderr
-    assert "--worker-port 8788 --nanny-port 8001 --contact-address tls://10.1.2.3:31234" in out.stdout
+    assert "--worker-port 8788 --contact-address tls://10.1.2.3:31234" in out.stdout
+    assert "--no-nanny" in out.stdout
     assert out.stdout.startswith("-m distributed.cli.dask_worker tls://127.0.0.1:")

@@ -49,7 +49,8 @@ def _split_list(value) -> list[str]:
 
 
 class CoffeaCasaJob(HTCondorJob):
-    """One HTCondor job running one Dask worker (nanny), with shipped, encrypted secrets."""
+    """One HTCondor job running one Dask worker (under a nanny, except in a container), with
+    shipped, encrypted secrets."""
 
     config_name = "coffea-casa"
 
@@ -59,8 +60,13 @@ class CoffeaCasaJob(HTCondorJob):
                  lifetime: str | None = None, lifetime_stagger: str | None = None,
                  worker_http: str = "127.0.0.1:0", security=None, worker_extra_args=None,
                  job_extra_directives=None, job_script_prologue=None, python=None,
-                 log_directory=None, config_name=None, **kwargs):
+                 log_directory=None, config_name=None, nanny=None, **kwargs):
         config_name = config_name or self.config_name
+        if nanny is None:
+            # In a container the nanny would advertise its in-container address, which the
+            # scheduler cannot reach (`dask worker` has no nanny contact address): run the
+            # worker alone there; HTCondor and adapt replace a worker that dies.
+            nanny = not worker_image and get("nanny", True)
 
         def get(key, default=None):
             return dask.config.get(f"jobqueue.{config_name}.{key}", default)
@@ -80,8 +86,10 @@ class CoffeaCasaJob(HTCondorJob):
                         else get("job-script-prologue", []) or [])
         if worker_image:
             proto = "tls" if security is not None else "tcp"
-            args += ["--worker-port", str(worker_port), "--nanny-port", str(nanny_port),
-                     f"${{CASA_PORT:+--contact-address}} ${{CASA_PORT:+{proto}://$CASA_IP:$CASA_PORT}}"]
+            args += ["--worker-port", str(worker_port)]
+            if nanny:
+                args += ["--nanny-port", str(nanny_port)]
+            args += [f"${{CASA_PORT:+--contact-address}} ${{CASA_PORT:+{proto}://$CASA_IP:$CASA_PORT}}"]
             python = python or get("python") or "python3"  # the image's, not ours
             prologue = CONTACT_PROLOGUE + prologue
         if "token" in secret_files:
@@ -91,17 +99,17 @@ class CoffeaCasaJob(HTCondorJob):
             log_directory = os.path.expandvars(os.path.expanduser(log_directory))
         super().__init__(scheduler, name, security=None, worker_extra_args=args,
                          job_extra_directives={}, job_script_prologue=prologue, python=python,
-                         log_directory=log_directory, config_name=config_name, **kwargs)
+                         log_directory=log_directory, config_name=config_name, nanny=nanny, **kwargs)
         self.cluster_id = cluster_id
         self.secret_files = secret_files
 
         directives: dict[str, object] = {"batch_name": f"casa-{cluster_id[:12]}"}
         if worker_image:
-            directives.update({
-                "universe": "docker", "docker_image": worker_image,
-                "container_service_names": "dask,nanny",
-                "dask_container_port": worker_port, "nanny_container_port": nanny_port,
-            })
+            directives.update({"universe": "docker", "docker_image": worker_image,
+                               "container_service_names": "dask,nanny" if nanny else "dask",
+                               "dask_container_port": worker_port})
+            if nanny:
+                directives["nanny_container_port"] = nanny_port
         if secret_files:
             shipped = ", ".join(secret_files.values())
             directives.update({"should_transfer_files": "YES",
@@ -154,7 +162,10 @@ class CoffeaCasaCluster(FacilityDefaults, HTCondorCluster):
         Use these certificates; default: the facility's (``casa-compute.tls-directory``) or a
         per-cluster CA generated now and deleted at close. ``tls=False`` disables TLS.
     worker_image : str, optional
-        Run workers in this container (docker universe, ports forwarded).
+        Run workers in this container (docker universe, the worker port forwarded and advertised
+        as the host's address). There the worker runs without a nanny (``nanny=False``): a nanny
+        would advertise its in-container address, which the scheduler cannot reach. Pass
+        ``nanny=True`` only where the container shares the host network.
     scheduler_port, dashboard_port, worker_port, nanny_port : int, optional
         Fixed ports (defaults in ``casa-compute.htcondor``; 0 means any free port).
     token : path, "auto" or None
