@@ -62,14 +62,15 @@ class CoffeaCasaJob(HTCondorJob):
                  job_extra_directives=None, job_script_prologue=None, python=None,
                  log_directory=None, config_name=None, nanny=None, **kwargs):
         config_name = config_name or self.config_name
+
+        def get(key, default=None):
+            return dask.config.get(f"jobqueue.{config_name}.{key}", default)
+
         if nanny is None:
             # In a container the nanny would advertise its in-container address, which the
             # scheduler cannot reach (`dask worker` has no nanny contact address): run the
             # worker alone there; HTCondor and adapt replace a worker that dies.
             nanny = not worker_image and get("nanny", True)
-
-        def get(key, default=None):
-            return dask.config.get(f"jobqueue.{config_name}.{key}", default)
 
         secret_files = dict(secret_files or {})
         args = list(worker_extra_args if worker_extra_args is not None
