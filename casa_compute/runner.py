@@ -58,9 +58,9 @@ def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
         return NanoEventsFactory.from_parquet(
             handle, entry_start=chunk.start, entry_stop=chunk.stop, schemaclass=schema,
             metadata=meta, mode="virtual").events()
-    return NanoEventsFactory.from_root(
-        handle, treepath=chunk.file.tree, entry_start=chunk.start, entry_stop=chunk.stop,
-        schemaclass=schema, metadata=meta, mode="virtual").events()
+    from .events import root_events
+
+    return root_events(handle, chunk.file.tree, chunk.start, chunk.stop, schema, meta)
 
 
 _SECRET_QUERY = re.compile(r"((?:authz|access_token|token|X-Amz-Signature|X-Amz-Credential)=)[^&\s'\"]+",

@@ -8,7 +8,7 @@ import uproot
 from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
 from casa_compute.schemas import LenientNanoAODSchema
-from compute_support import AGC, NANO_TT, need
+from compute_support import AGC, NANO_DY, NANO_TT, need
 
 
 class Upstream(NanoAODSchema):
@@ -56,3 +56,26 @@ def test_offsets_come_from_the_collection_not_the_counts_branch():
     ev = _events(AGC, FromCounts, 100, 5_000, log)
     assert ak.sum(ak.num(ev.Muon.eta)) == n and ak.sum(ev.Muon.eta) == total
     assert {a.branch for a in log} == {"nMuon", "Muon_eta"}
+
+
+@pytest.mark.parametrize("path", [AGC, NANO_TT, NANO_DY])
+def test_runner_events_equal_from_root(path):
+    """casa's chunk events (schema cached per file layout) = coffea's from_root, chunk after chunk."""
+    from casa_compute.events import root_events
+
+    need(path)
+    with uproot.open(path) as f:
+        n = f["Events"].num_entries
+        for start, stop in [(0, n // 2), (n // 2, n), (1, n - 1)]:  # the 2nd and 3rd use the cache
+            meta = {"dataset": "x", "entrystart": start, "entrystop": stop}
+            ours = root_events(f, "Events", start, stop, LenientNanoAODSchema, dict(meta))
+            theirs = NanoEventsFactory.from_root(f, treepath="Events", entry_start=start, entry_stop=stop,
+                                                 schemaclass=LenientNanoAODSchema, metadata=dict(meta),
+                                                 mode="virtual").events()
+            assert ours.layout.form == theirs.layout.form
+            assert ours.metadata == theirs.metadata and ours.metadata["entrystart"] == start
+            assert len(ours) == stop - start
+            for name in ("Muon", "Jet"):
+                if name in ours.fields:
+                    assert ak.array_equal(ours[name].pt, theirs[name].pt)
+                    assert ak.array_equal(ak.num(ours[name]), ak.num(theirs[name]))
