@@ -155,8 +155,10 @@ chunks of {args.chunksize:,}), identical histograms checked, median of {args.rep
 Both decompress the same four branches: casa's NanoAOD schema takes the `Muon` offsets from
 `Muon_pt` itself rather than from the `nMuon` counts branch (upstream coffea reads that fifth
 branch: ~3% of this run), and `DimuonProcessor` reads fields as `mu["pt"]` (through vector's
-`mu.pt` behaviour: ~2% more). What is left is NanoEvents: building the schema and the virtual
-arrays for each chunk and awkward's slicing through them (a few ms per chunk of 200,000 events).
+`mu.pt` behaviour: ~2% more), and the runner builds the schema once per file layout instead of
+once per chunk (`casa_compute/events.py`; for a full 1,500-branch NanoAOD file that saves ~60 ms
+per chunk). What is left is NanoEvents' virtual arrays (~1 ms per chunk to build) and awkward's
+slicing through them, plus opening each file; run to run the ratio moves by about +-3%.
 
 **Compute-bound processor, 1 vs 2 workers** (casa LocalCluster, TLS, `BusyProcessor(work={args.work})`,
 {4 * args.events_per_file:,} events in chunks of 100,000, warm workers):
