@@ -387,3 +387,25 @@ def test_cancel_delete_and_datasets_through_the_client(env, sx, s3):
     assert rid not in buckets
     names = [d.name for d in client.get_datasets()]
     assert "casa://cms/dimuon-2012" in names
+
+
+def test_func_adl_reads_s3_replicas_through_the_facility_s3_settings(s3, casa_env, monkeypatch, tmp_path):
+    """A catalog dataset whose replica is on the facility's S3 (custom endpoint, keys from casa's
+    config, nothing in the AWS environment): the func_adl transform reads it with those settings."""
+    s3.create_bucket("sx-inputs")
+    s3.client().upload_file(str(AGC), "sx-inputs", "agc/open-data-example.root")
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(k, raising=False)
+    cfg, cat = tmp_path / "casa.yaml", tmp_path / "catalog.yaml"
+    cfg.write_text(yaml.safe_dump({"paths": {"s3": s3.path_options()}}))
+    cat.write_text(yaml.safe_dump({"datasets": [{"name": "test/agc-on-s3", "files": [
+        {"lfn": "/store/agc.root", "replicas": [{"url": "s3://sx-inputs/agc/open-data-example.root",
+                                                 "via": "s3"}]}]}]}))
+    monkeypatch.setenv("CASA_CONFIG", str(cfg))
+    monkeypatch.setenv("CASA_CATALOG", str(cat))
+    reset_config()
+    with ServiceXEndpoint(tmp_path / "sx", s3=s3) as ep:  # inherits CASA_CONFIG and CASA_CATALOG
+        q = _q().Where(lambda e: e.nMuon >= 2).Select(lambda e: {"pt": e.Muon_pt, "eta": e.Muon_eta})
+        got = casa_data.open("test/agc-on-s3", query=q, endpoint=ep.url, progress=False).to_awkward()
+    want = _direct(AGC, ["nMuon", "Muon_pt", "Muon_eta"], lambda a: a.nMuon >= 2)
+    _same(got[["pt", "eta"]], want[["Muon_pt", "Muon_eta"]])

@@ -19,6 +19,8 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -211,7 +213,8 @@ def _run_query(job: dict[str, Any], url: str, via: str | None) -> Any:
     if job["codegen"] == "uproot":
         ns: dict[str, Any] = {}
         exec(compile(job["code"], "<func_adl_uproot>", "exec"), ns)
-        return ns["run_query"](input_filenames=[reader], tree_name=job.get("tree"))
+        with _uproot_dask_options(opts):
+            return ns["run_query"](input_filenames=[reader], tree_name=job.get("tree"))
     if job["codegen"] == "uproot-raw":
         import uproot
 
@@ -231,6 +234,24 @@ def _run_query(job: dict[str, Any], url: str, via: str | None) -> Any:
     exec(compile(job["code"], "<python function>", "exec"), ns)
     fn = next(v for k, v in ns.items() if callable(v) and getattr(v, "__module__", "") == ns["__name__"])
     return fn(reader)
+
+
+@contextlib.contextmanager
+def _uproot_dask_options(opts: dict[str, Any]):
+    """func_adl_uproot's code calls ``uproot.dask(files)`` with no way to pass storage options
+    (an S3 endpoint and keys, XRootD timeouts): for the call, give them to ``uproot.dask``. A worker
+    process runs one transform at a time, so nothing else sees the change."""
+    if not opts:
+        yield
+        return
+    import uproot
+
+    plain = uproot.dask
+    uproot.dask = functools.partial(plain, **opts)
+    try:
+        yield
+    finally:
+        uproot.dask = plain
 
 
 def _as_trees(data: Any, default: str) -> dict[str, Any]:
