@@ -111,6 +111,15 @@ def test_jet_selection_file_list_root_output(env):
         np.testing.assert_array_equal(got.n30.to_numpy(), ak.num(want.Jet_pt[want.Jet_pt > 30]).to_numpy())
 
 
+def test_muon_selection_to_rntuple(env):
+    q = _q().Where(lambda e: e.nMuon >= 2).Select(lambda e: {"pt": e.Muon_pt, "n": e.nMuon})
+    ds = casa_data.open([AGC], query=q, format="rntuple", progress=False)
+    assert ds.format == "rntuple" and ds.tree == "servicex" and len(ds.files) == 1
+    assert type(uproot.open(ds.files[0])["servicex"]).__name__ == "Model_ROOT_3a3a_RNTuple"
+    got, want = ds.to_awkward(), _direct(AGC, ["nMuon", "Muon_pt"], lambda a: a.nMuon >= 2)
+    _same(got[["pt", "n"]], want[["Muon_pt", "nMuon"]])
+
+
 def test_uproot_raw_and_python_function(env):
     raw = {"treename": "Events", "filter_name": ["Muon_pt", "nMuon"], "cut": "nMuon >= 3"}
     ds = casa_data.open([AGC], query=raw, progress=False)

@@ -46,7 +46,8 @@ log = logging.getLogger("casa_data.servicex")
 APP_VERSION = "casa-servicex-1.0"
 CAPABILITIES = ["poll_local_transformation_results", "long_sample_titles_1024", "casa_file_errors",
                 "casa_datasets"]
-FORMATS = {"parquet": "parquet", "root-file": "root-file", "root-ttree": "root-file"}
+FORMATS = {"parquet": "parquet", "root-file": "root-file", "root-ttree": "root-file",
+           "root-rntuple": "root-rntuple"}
 
 
 class Settings:

@@ -223,9 +223,10 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
     Returns ``{"files", "failures" (lfn -> message), "request_id", "cache_hit", "name", "tree",
     "format", "endpoint"}``.
     """
-    fmt = {"parquet": "parquet", "root": "root-ttree", "root-ttree": "root-ttree"}.get(format)
+    fmt = {"parquet": "parquet", "root": "root-ttree", "root-ttree": "root-ttree",
+           "rntuple": "root-rntuple", "root-rntuple": "root-rntuple"}.get(format)
     if fmt is None:
-        raise QueryError(f"format={format!r}: use 'parquet' or 'root'")
+        raise QueryError(f"format={format!r}: use 'parquet', 'root' (a TTree) or 'rntuple'")
     url, token, poll = _endpoint(endpoint)
     info = check_endpoint(url, timeout)
     caps = info.get("capabilities", [])
@@ -242,7 +243,8 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
     cfg = _client_config(url, token, poll)
     client = ServiceXClient(backend="casa", config_path=str(cfg))
     q = client.generic_query(did, sx_query, codegen=codegen, title=title,
-                             result_format=ResultFormat.parquet if fmt == "parquet" else ResultFormat.root_ttree)
+                             result_format={"parquet": ResultFormat.parquet, "root-ttree": ResultFormat.root_ttree,
+                                            "root-rntuple": ResultFormat.root_rntuple}[fmt])
     key = q.transform_request.compute_hash()
     attached = None if ignore_cache else _repair_cache(client, key)
     hit = not ignore_cache and client.query_cache.get_transform_by_hash(key) is not None
@@ -286,7 +288,8 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
             raise _delivery_error(exc, url, rid)
     result = {"files": list(files) if files.valid() else [], "failures": {}, "request_id": rid,
               "cache_hit": hit and rid is None, "name": name, "tree": out_tree,
-              "format": "parquet" if fmt == "parquet" else "root", "endpoint": url}
+              "format": {"parquet": "parquet", "root-ttree": "root", "root-rntuple": "rntuple"}[fmt],
+              "endpoint": url}
     if rid is not None:
         status = status or client.get_transform_status(rid)
         if status.files_failed or status.status.value != "Complete":
@@ -441,8 +444,8 @@ def open_query(dataset: Any, query: Any, columns: Sequence[str] | None = None, f
         dict / list of dicts (``{"treename": "Events", "filter_name": [...], "cut": "..."}``), a
         ``PythonFunction`` or a plain function ``f(input_filename)``.
     format
-        ``"parquet"`` (default) or ``"root"`` (a TTree named ``servicex``, or the tree names of an
-        UprootRaw query).
+        ``"parquet"`` (default), ``"root"`` (a TTree named ``servicex``, or the tree names of an
+        UprootRaw query) or ``"rntuple"`` (an RNTuple, named the same way).
     errors
         ``"raise"``: failed files raise :class:`~casa_data.errors.PartialResultError` (``.partial``
         is a Dataset of the good files, or None); ``"skip"``: return that Dataset, failures in

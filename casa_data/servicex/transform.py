@@ -280,6 +280,8 @@ def _store(job: dict[str, Any], data: Any) -> tuple[int, int]:
             if not arr.fields:  # a bare array: name its column like ServiceX does
                 arr = ak.Array({"col1": arr})
             ak.to_parquet(arr, tmp)
+        elif job["result_format"] == "root-rntuple":
+            _write_rntuple(tmp, trees)
         else:
             _write_root(tmp, trees)
         size = os.path.getsize(tmp)
@@ -306,6 +308,15 @@ def _write_root(path: str, trees: dict[str, Any]) -> None:
             t = f.mktree(name, {k: v.type for k, v in cols.items()})  # mktree: a TTree, not an RNTuple
             if len(arr):
                 t.extend(cols)
+
+
+def _write_rntuple(path: str, trees: dict[str, Any]) -> None:
+    import awkward as ak
+    import uproot
+
+    with uproot.recreate(path) as f:
+        for name, arr in trees.items():
+            f.mkrntuple(name, arr if arr.fields else ak.Array({"col1": arr}))
 
 
 def _rootable(name: str, col: Any) -> Any:
