@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ import casa_data
 from casa_data.errors import CasaError, FileReadError, ReplicaError, ServiceError, TokenError
 from casa_data.paths import get_path
 from casa_data.services.pki import TestIssuer, write_token_file
-from casa_data.services.xrootd import XRootDStack
+from casa_data.services.xrootd import ORIGIN_AUDIENCE, XRootDStack
 from casa_data.tokens import BearerToken, TokenPermissionWarning, find_token
 
 COLUMNS = ["nMuon", "Muon_pt", "Muon_eta"]
@@ -260,11 +261,30 @@ def test_token_from_runtime_dir_and_open_permissions(stack, monkeypatch, tmp_pat
 
 def test_xcache_refusing_falls_back_to_origin(stack, monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="casa_data")
-    monkeypatch.setenv("BEARER_TOKEN", stack.issuer.mint("storage.read:/cms/dy"))  # not for dimuon
+    # a token for the origin's audience only: the XCache refuses it, the origin serves it
+    monkeypatch.setenv("BEARER_TOKEN", stack.issuer.mint("storage.read:/", audience=ORIGIN_AUDIENCE))
     arr = casa_data.open("test/dimuon").to_awkward(["nMuon"])
     assert len(arr) == 200_000
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "does not grant" in warnings[0], warnings
+
+
+def test_origin_needs_a_token_too(stack, monkeypatch):
+    """Nothing reads the origin without a token: not a user, not the XCache (it has its own)."""
+    monkeypatch.delenv("BEARER_TOKEN_FILE")
+    monkeypatch.delenv("BEARER_TOKEN", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(stack.data))  # no bt_u<uid> there (one in /tmp is
+    # another stack's, from an issuer this origin does not trust)
+    # a new process: the XRootD client reuses logged-in connections within one
+    code = ("import fsspec, sys\ntry:\n    fsspec.open(sys.argv[1], 'rb').open().read(1)\n"
+            "except OSError as e:\n    print(e)\nelse:\n    print('READ')\n")
+    url = f"{stack.origin_url}//store/cms/dimuon/file_0.root"
+    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **stack.client_env()}).stdout
+    assert "Auth failed" in out, out
+    cfg = (stack.xcache.workdir / "xcache.cfg").read_text()
+    assert "sec.protbind * only ztn" in (stack.origin.workdir / "xrootd-origin.cfg").read_text()
+    assert "pss.origin" in cfg and (stack.xcache.workdir / "origin-token").stat().st_mode & 0o077 == 0
 
 
 def test_missing_file_names_the_lfn(stack):

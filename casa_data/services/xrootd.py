@@ -11,7 +11,10 @@
   127.0.0.1 / ::ffff:127.0.0.1.
 * The XCache accepts only ztn logins (token over TLS) with tokens the stack's :class:`TestIssuer`
   signed; the issuer's keys are pre-seeded into the scitokens key cache (no network).
-* The origin is open (loopback only): the XCache and the failover path read it without a token.
+* The origin takes tokens too, from the same issuer, for its own audience (``casa-origin``) and
+  for the XCache's: users fail over to it with their token, and the XCache logs in to it with a
+  service token of its own (audience ``casa-origin``, in its work directory). Nothing reads it
+  without a token.
 * As root, servers run as the ``xrootd`` user (``-R``), which owns the run, cache and key dirs.
 """
 
@@ -37,6 +40,7 @@ XROOTD_INSTALL_HINT = (
     "xrootd-client xrootd-client-plugins xrootd-scitokens-plugins"
 )
 RUN_AS = "xrootd"  # the system user the Debian package creates
+ORIGIN_TOKEN_DAYS = 30  # lifetime of the XCache's service token for the origin (renewed at each start)
 
 _SHIM_C = r"""
 #define _GNU_SOURCE
@@ -186,22 +190,56 @@ class _XRootDServer(Service):
     def is_ready(self) -> bool:
         return port_open(self.port)
 
+    def _prepare_tokens(self, issuer: TestIssuer, pki: PKI, audiences: list[str], base_path: str) -> None:
+        """Offline issuer keys and the scitokens config, readable by the run-as user."""
+        xdg = self.workdir / "xdg-cache"
+        issuer.seed_keycache(xdg)
+        self.extra_env["XDG_CACHE_HOME"] = str(xdg)
+        (self.workdir / "scitokens.cfg").write_text(
+            f"[Global]\naudience = {', '.join(audiences)}\n\n"
+            f"[Issuer casa-test]\nissuer = {issuer.issuer}\n"
+            f"base_path = {base_path}\ndefault_user = {RUN_AS}\n"
+        )
+        _give_to_server(xdg, pki.server_key, pki.server_cert)
+
+    def _token_auth(self, pki: PKI) -> str:
+        """Config lines: ztn logins over TLS, SciTokens authorization."""
+        return (
+            f"xrd.tls {pki.server_cert} {pki.server_key}\n"
+            f"xrd.tlsca certdir {pki.ca_dir}\n"
+            "xrootd.seclib libXrdSec.so\nsec.protocol ztn\nsec.protbind * only ztn\n"
+            "ofs.authorize 1\n"
+            f"ofs.authlib libXrdAccSciTokens.so config={self.workdir / 'scitokens.cfg'}\n"
+        )
+
     def _common(self) -> str:
         run = self.workdir / "run"
         return (f"xrd.port {self.port}\nall.adminpath {run}\nall.pidpath {run}\n"
                 "xrootd.trace emsg login stall redirect\nxrd.trace conn\n")
 
 
+ORIGIN_AUDIENCE = "casa-origin"
+
+
 class XRootDOrigin(_XRootDServer):
-    """A plain XRootD server exporting ``data_dir`` as ``export`` (``/store`` by default)."""
+    """An XRootD server exporting ``data_dir`` as ``export`` (``/store`` by default).
+
+    With an ``issuer`` and a ``pki`` it accepts only ztn logins with that issuer's tokens for one
+    of ``audiences``; without, it is open (loopback only; for benchmarks of the cache alone).
+    """
 
     name = "xrootd-origin"
 
     def __init__(self, data_dir: str | os.PathLike, workdir: str | os.PathLike, port: int | None = None,
-                 export: str = "/store"):
+                 export: str = "/store", issuer: TestIssuer | None = None, pki: PKI | None = None,
+                 audiences: list[str] | None = None):
         super().__init__(workdir, port)
         self.data_dir = Path(data_dir).resolve()
         self.export = "/" + export.strip("/")
+        self.issuer, self.pki = issuer, pki
+        self.audiences = audiences or [ORIGIN_AUDIENCE]
+        if (issuer is None) != (pki is None):
+            raise ServiceError("an origin with token auth needs both an issuer and a PKI")
 
     def prepare(self) -> None:
         if not self.data_dir.is_dir():
@@ -213,10 +251,14 @@ class XRootDOrigin(_XRootDServer):
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(self.data_dir, target_is_directory=True)
+        if self.issuer is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._prepare_tokens(self.issuer, self.pki, self.audiences, self.export)
         super().prepare()
 
     def config(self) -> str:
-        return self._common() + f"all.export {self.export}\noss.localroot {self.workdir / 'localroot'}\n"
+        cfg = self._common() + f"all.export {self.export}\noss.localroot {self.workdir / 'localroot'}\n"
+        return cfg + (self._token_auth(self.pki) if self.issuer is not None else "")
 
 
 class XCache(_XRootDServer):
@@ -245,19 +287,24 @@ class XCache(_XRootDServer):
         return self.workdir / "cache"
 
     def prepare(self) -> None:
-        self.cache_dir.mkdir(exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         if self.auth:
-            xdg = self.workdir / "xdg-cache"
-            self.issuer.seed_keycache(xdg)
-            self.extra_env["XDG_CACHE_HOME"] = str(xdg)
-            (self.workdir / "scitokens.cfg").write_text(
-                f"[Global]\naudience = {self.issuer.audience}\n\n"
-                f"[Issuer casa-test]\nissuer = {self.issuer.issuer}\n"
-                f"base_path = {self.origin.export}\ndefault_user = {RUN_AS}\n"
-            )
-            _give_to_server(xdg, self.pki.server_key, self.pki.server_cert)
+            self._prepare_tokens(self.issuer, self.pki, [self.issuer.audience], self.origin.export)
+        if self.origin.issuer is not None:  # log in to the origin with a service token of our own
+            token = self.workdir / "origin-token"
+            token.write_text(self.origin.issuer.mint("storage.read:/", lifetime=ORIGIN_TOKEN_DAYS * 86400,
+                                                     sub="casa-xcache", audience=ORIGIN_AUDIENCE))
+            os.chmod(token, 0o600)
+            _give_to_server(token)
+            self.extra_env.update(BEARER_TOKEN_FILE=str(token), X509_CERT_DIR=str(self.origin.pki.ca_dir))
         super().prepare()
         _give_to_server(self.cache_dir)
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if "BEARER_TOKEN_FILE" in self.extra_env:  # the service token, never a user's
+            env.pop("BEARER_TOKEN", None)
+        return env
 
     def config(self) -> str:
         t = self.tuning
@@ -272,13 +319,7 @@ class XCache(_XRootDServer):
             "pss.setopt ConnectionRetry 1\npss.setopt RequestTimeout 30\n"
         )
         if self.auth:
-            cfg += (
-                f"xrd.tls {self.pki.server_cert} {self.pki.server_key}\n"
-                f"xrd.tlsca certdir {self.pki.ca_dir}\n"
-                "xrootd.seclib libXrdSec.so\nsec.protocol ztn\nsec.protbind * only ztn\n"
-                "ofs.authorize 1\n"
-                f"ofs.authlib libXrdAccSciTokens.so config={self.workdir / 'scitokens.cfg'}\n"
-            )
+            cfg += self._token_auth(self.pki)
         return cfg
 
 
@@ -351,7 +392,8 @@ class XRootDStack:
         os.chmod(self.workdir, 0o755)  # mkdtemp's 0700 would lock the xrootd user out
         self.issuer = TestIssuer(audience=audience)
         self.pki = pki or shared_pki()
-        self.origin = XRootDOrigin(data_dir, self.workdir / "origin")
+        self.origin = XRootDOrigin(data_dir, self.workdir / "origin", issuer=self.issuer if auth else None,
+                                   pki=self.pki if auth else None, audiences=[ORIGIN_AUDIENCE, audience])
         self.xcache = XCache(self.origin, self.workdir / "xcache", self.issuer if auth else None,
                              self.pki if auth else None, auth=auth, **tuning)
 
