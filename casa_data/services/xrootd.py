@@ -375,7 +375,10 @@ def shared_pki() -> PKI:
 
 
 class XRootDStack:
-    """Origin + token-protected XCache + test issuer and PKI, in one 0755 work directory.
+    """Origin + XCache, both token-protected, + test issuer and PKI, in one 0755 work directory.
+
+    ``auth=False``: neither takes tokens; ``origin_auth=False``: only the XCache does (the origin
+    is then open on loopback and the XCache reads it without TLS: faster cold reads).
 
     ``start()`` brings both up (origin first) and ``stop()`` stops both; each server can also be
     stopped and restarted alone (``stack.origin.stop()``, ``stack.xcache.start()``) for fault tests.
@@ -385,15 +388,17 @@ class XRootDStack:
     """
 
     def __init__(self, data_dir: str | os.PathLike, workdir: str | os.PathLike | None = None,
-                 auth: bool = True, audience: str = "casa-xcache", pki: PKI | None = None, **tuning: Any):
+                 auth: bool = True, audience: str = "casa-xcache", pki: PKI | None = None,
+                 origin_auth: bool | None = None, **tuning: Any):
         self._own = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="casa-xrootd-", dir=_workdir_base()))
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)  # mkdtemp's 0700 would lock the xrootd user out
         self.issuer = TestIssuer(audience=audience)
         self.pki = pki or shared_pki()
-        self.origin = XRootDOrigin(data_dir, self.workdir / "origin", issuer=self.issuer if auth else None,
-                                   pki=self.pki if auth else None, audiences=[ORIGIN_AUDIENCE, audience])
+        origin_auth = auth if origin_auth is None else origin_auth
+        self.origin = XRootDOrigin(data_dir, self.workdir / "origin", issuer=self.issuer if origin_auth else None,
+                                   pki=self.pki if origin_auth else None, audiences=[ORIGIN_AUDIENCE, audience])
         self.xcache = XCache(self.origin, self.workdir / "xcache", self.issuer if auth else None,
                              self.pki if auth else None, auth=auth, **tuning)
 
