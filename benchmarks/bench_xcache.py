@@ -247,10 +247,13 @@ What limits it (measured on this 2-core machine shared with other jobs; see also
 - **Cold column reads** (2026-11-30, idle machine, tokens): 5 interleaved runs each with
   `pfc.blocksize` 1M / 512k / 256k gave cold/origin 0.79x / 0.73x / 0.66x (warm/local 1.19x /
   1.10x / 0.95x); uproot's request coalescing at 1, 2, 4 MiB or the default 10 MiB per request
-  gave 0.71-0.78x against the origin read with the same setting. uproot submits all of a read's
-  requests at once, so on a cold cache they complete together and decompression (~0.6 s of the
-  ~0.65 s origin read) starts only after the XCache has fetched every block: fetch and decompress
-  add up instead of overlapping. Across runs the ratio is 0.70-0.85x, around the 0.8x target.
+  gave 0.71-0.78x against the origin read with the same setting, and letting only 1, 2 or 3 of
+  uproot's requests run at a time (so that early ones finish first and decompression overlaps the
+  fetch) changed nothing (cold 1.04-1.13 s vs 1.09 s). What a cold read adds is CPU on the same 2
+  cores: the XCache writes every block to its disk and encrypts it for the client (with the
+  protected origin it first decrypts the origin's stream), while the client decompresses (~0.6 s
+  of the ~0.65 s origin read).
+  Across runs the ratio is 0.55-0.85x.
 - **Origin with tokens** (the default since 2026-11-30): the XCache logs in to the origin with a
   service token, so a cold read is TLS-encrypted on both legs. In back-to-back runs cold column
   reads took 1.06 s with the protected origin and 0.99 s with an open one (`--open-origin`;
