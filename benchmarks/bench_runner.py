@@ -122,7 +122,7 @@ def bench_adapt(tasks: int = 120, task_seconds: float = 0.5):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--events-per-file", type=int, default=200_000)
     ap.add_argument("--chunksize", type=int, default=200_000)
@@ -157,8 +157,10 @@ Both decompress the same four branches: casa's NanoAOD schema takes the `Muon` o
 branch: ~3% of this run), and `DimuonProcessor` reads fields as `mu["pt"]` (through vector's
 `mu.pt` behaviour: ~2% more), and the runner builds the schema once per file layout instead of
 once per chunk (`casa_compute/events.py`; for a full 1,500-branch NanoAOD file that saves ~60 ms
-per chunk). What is left is NanoEvents' virtual arrays (~1 ms per chunk to build) and awkward's
-slicing through them, plus opening each file; run to run the ratio moves by about +-3%.
+per chunk). Branches the processor read in a run's first chunk are read in one `tree.arrays`
+call for the later chunks (`learn=` in `casa_compute/events.py`; lazily, one request per branch,
+costs ~3% here and far more over a network). What is left is NanoEvents' virtual arrays (~1 ms
+per chunk) and opening each file; run to run the ratio moves by about +-3%.
 
 **Compute-bound processor, 1 vs 2 workers** (casa LocalCluster, TLS, `BusyProcessor(work={args.work})`,
 {4 * args.events_per_file:,} events in chunks of 100,000, warm workers):
