@@ -6,11 +6,6 @@ every file alike. :func:`root_events` does the same as ``from_root(mode="virtual
 built schema for trees of the same layout (same branch names and types, same schema class), so a
 chunk pays only for the ``typenames`` lookup and for building its virtual arrays.
 ``tests/test_compute_schema.py`` checks that both give the same form and the same values.
-
-With ``learn=<run id>``, the branches a processor reads in its first chunks are remembered for
-that run and the tree's layout, and later chunks read them up front in one ``tree.arrays`` call
-(coalesced requests, one pass over the baskets) instead of one request per branch as the lazy
-arrays materialise; anything else the processor touches still loads lazily.
 """
 
 from __future__ import annotations
@@ -23,34 +18,12 @@ from typing import Any
 __all__ = ["root_events"]
 
 _SCHEMAS: OrderedDict[tuple, Any] = OrderedDict()
-_LEARNED: OrderedDict[tuple, "_Branches"] = OrderedDict()
 _LOCK = threading.Lock()
 _MAX_LAYOUTS = 16
 
 
-class _Branches(set):
-    """Branch names a run's processor has read; coffea's mapping ``append``s its access records."""
-
-    def append(self, accessed) -> None:
-        self.add(accessed.branch)
-
-
-def _bounded(cache: OrderedDict, key, make):
-    with _LOCK:
-        value = cache.get(key)
-        if value is None:
-            value = cache[key] = make()
-            while len(cache) > _MAX_LAYOUTS:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
-        return value
-
-
-def root_events(handle, treepath: str, start: int, stop: int, schemaclass, metadata: dict,
-                learn: str | None = None):
-    """Virtual NanoEvents of ``handle[treepath]`` entries ``[start, stop)`` (as ``from_root``);
-    ``learn``: a run id under which the branches read are remembered and preloaded next time."""
+def root_events(handle, treepath: str, start: int, stop: int, schemaclass, metadata: dict):
+    """Virtual NanoEvents of ``handle[treepath]`` entries ``[start, stop)`` (as ``from_root``)."""
     import uproot
     from coffea.nanoevents import NanoEventsFactory
     from coffea.nanoevents.mapping import TrivialUprootOpener, UprootSourceMapping
@@ -63,30 +36,26 @@ def root_events(handle, treepath: str, start: int, stop: int, schemaclass, metad
                                            metadata=metadata, mode="virtual").events()
     typenames = tree.typenames()
     start, stop = max(0, start), min(stop, tree.num_entries)
-    key = (schemaclass, tree.object_path, tuple(typenames.items()))
-    log, preloaded = None, None
-    if learn is not None:
-        log = _bounded(_LEARNED, (learn, *key), _Branches)
-        names = {n for n in list(log) if n in typenames}
-        if names:
-            from coffea.nanoevents.factory import _OnlySliceableAs
-
-            arrays = tree.arrays(filter_branch=lambda b: b.name in names, entry_start=start,
-                                 entry_stop=stop, ak_add_doc=True, how=dict)
-            preloaded = {k: _OnlySliceableAs(v, slice(start, stop)) for k, v in arrays.items()}
     partition = (str(tree.file.uuid), tree.object_path, f"{start}-{stop}")
     mapping = UprootSourceMapping(TrivialUprootOpener({partition[0]: tree.file.file_path}, {}),
-                                  start, stop, cache={}, access_log=log, file_handle=handle,
-                                  use_ak_forth=True, virtual=True, preloaded_arrays=preloaded)
+                                  start, stop, cache={}, access_log=None, file_handle=handle,
+                                  use_ak_forth=True, virtual=True)
     mapping.preload_column_source(partition[0], partition[1], tree)
 
-    def build():
+    key = (schemaclass, tree.object_path, tuple(typenames.items()))
+    with _LOCK:
+        built = _SCHEMAS.get(key)
+        if built is not None:
+            _SCHEMAS.move_to_end(key)
+    if built is None:
         base_form = mapping._extract_base_form(tree)
         base_form["typenames"] = typenames
         base_form["parameters"]["metadata"] = {}
-        return schemaclass(base_form)
-
-    built = _bounded(_SCHEMAS, key, build)
+        built = schemaclass(base_form)
+        with _LOCK:
+            _SCHEMAS[key] = built
+            while len(_SCHEMAS) > _MAX_LAYOUTS:
+                _SCHEMAS.popitem(last=False)
     schema = copy.copy(built)  # shares the (read-only) contents; this chunk's metadata only
     params = dict(built.form["parameters"])
     params["metadata"] = {**metadata, **{k: v for k, v in params.get("metadata", {}).items()

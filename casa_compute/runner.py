@@ -49,7 +49,7 @@ class _Partial:
     failures: list[ChunkFailure] = field(default_factory=list)
 
 
-def _events(chunk: Chunk, url: str, via: str | None, schema, handle, run_id: str | None = None):
+def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
     from coffea.nanoevents import NanoEventsFactory
 
     meta = {**chunk.file.metadata, "dataset": chunk.file.dataset, "filename": url,
@@ -60,7 +60,7 @@ def _events(chunk: Chunk, url: str, via: str | None, schema, handle, run_id: str
             metadata=meta, mode="virtual").events()
     from .events import root_events
 
-    return root_events(handle, chunk.file.tree, chunk.start, chunk.stop, schema, meta, learn=run_id)
+    return root_events(handle, chunk.file.tree, chunk.start, chunk.stop, schema, meta)
 
 
 _SECRET_QUERY = re.compile(r"((?:authz|access_token|token|X-Amz-Signature|X-Amz-Credential)=)[^&\s'\"]+",
@@ -139,7 +139,7 @@ def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, op
     if opened is None and run_id is not None and chunk.file.format == "root":
         try:
             opened = (url, _HANDLES.get(run_id, url, via))
-            return _process_once(processor, chunk, url, via, schema, opened, run_id)
+            return _process_once(processor, chunk, url, via, schema, opened)
         except BaseException:
             _HANDLES.drop()  # a handle that failed once is not trusted again
             raise
@@ -147,7 +147,7 @@ def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, op
         f = opened[1]
         before = getattr(f, "_casa_bytes_counted", 0)
         try:
-            out = processor.process(_events(chunk, url, via, schema, f, run_id))
+            out = processor.process(_events(chunk, url, via, schema, f))
         finally:
             if f.file.array_cache is not None:
                 f.file.array_cache.clear()  # this chunk's arrays: not needed by the next one
@@ -159,7 +159,7 @@ def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, op
         with pf:
             return processor.process(_events(chunk, url, via, schema, pf)), counted.bytes_read
     with open_root(url, via) as f:
-        out = processor.process(_events(chunk, url, via, schema, f, run_id))
+        out = processor.process(_events(chunk, url, via, schema, f))
         return out, f.file.source.num_requested_bytes
 
 
@@ -168,8 +168,7 @@ def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
     """Run ``processor`` on one chunk; never raises for data errors (returns a failure).
 
     ``opened``: ``(url, open ROOT file)`` to use on the first attempt; ``run_id``: reuse this
-    thread's open file across chunks of one run (see :class:`_Handles`) and read the branches
-    earlier chunks of the run used in one go (see :mod:`casa_compute.events`)."""
+    thread's open file across chunks of one run (see :class:`_Handles`)."""
     schema = _schema(schema)
     t0, c0 = time.perf_counter(), time.process_time()
     errors: list[str] = []
@@ -344,7 +343,6 @@ def _run_local(processor, items, chunksize: int, schema, retries: int, progress:
     from coffea.processor import accumulate
 
     acc = _Partial()
-    run_id = uuid.uuid4().hex[:10]
     with _progress(progress, len(items), "in-process") as bar:
         task = bar.add_task("in-process", total=len(items)) if bar is not None else None
         for item in items:
@@ -360,7 +358,7 @@ def _run_local(processor, items, chunksize: int, schema, retries: int, progress:
                 if bar is not None:  # the total was one per file until the file was opened
                     bar.update(task, total=bar.tasks[0].total - 1 + len(chunks))
                 for chunk in chunks:
-                    p = process_chunk(processor, chunk, schema, retries, run_id=run_id,
+                    p = process_chunk(processor, chunk, schema, retries,
                                       opened=(url, handle) if handle is not None else None)
                     acc.output = accumulate([acc.output, p.output])
                     acc.stats += p.stats

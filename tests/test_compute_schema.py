@@ -79,29 +79,3 @@ def test_runner_events_equal_from_root(path):
                 if name in ours.fields:
                     assert ak.array_equal(ours[name].pt, theirs[name].pt)
                     assert ak.array_equal(ak.num(ours[name]), ak.num(theirs[name]))
-
-
-def test_branches_read_by_early_chunks_are_preloaded_later():
-    """learn=<run>: chunk 1 reads lazily and is remembered; chunk 2 gets those branches preloaded
-    in one call (same values), and still loads anything else lazily."""
-    from casa_compute import events as ev_mod
-
-    need(AGC)
-    run = "test-learn"
-    with uproot.open(AGC) as f:
-        first = ev_mod.root_events(f, "Events", 0, 40_000, LenientNanoAODSchema, {}, learn=run)
-        total = ak.sum(first.Muon.eta)
-        learned = [v for k, v in ev_mod._LEARNED.items() if k[0] == run]
-        assert len(learned) == 1 and set(learned[0]) == {"Muon_pt", "Muon_eta"}
-    ref = uproot.open(AGC)["Events"].arrays(["Muon_eta", "Muon_phi"], entry_start=40_000, entry_stop=100_000)
-    for learn, requests in ((run, 1), (None, 2)):  # Muon_pt (offsets) and Muon_eta: one read or two
-        with uproot.open(AGC) as f:
-            n0 = f["Events"].file.source.num_requests
-            second = ev_mod.root_events(f, "Events", 40_000, 100_000, LenientNanoAODSchema, {}, learn=learn)
-            assert ak.array_equal(second.Muon.eta, ref.Muon_eta, check_parameters=False)
-            assert f.file.source.num_requests - n0 == requests, learn
-    with uproot.open(AGC) as f:
-        second = ev_mod.root_events(f, "Events", 40_000, 100_000, LenientNanoAODSchema, {}, learn=run)
-        assert ak.array_equal(second.Muon.phi, ref.Muon_phi, check_parameters=False)  # not learned: lazy
-    assert set(learned[0]) == {"Muon_pt", "Muon_eta", "Muon_phi"}
-    assert total == ak.sum(uproot.open(AGC)["Events"]["Muon_eta"].array(entry_stop=40_000))
