@@ -157,10 +157,10 @@ Both decompress the same four branches: casa's NanoAOD schema takes the `Muon` o
 branch: ~3% of this run), and `DimuonProcessor` reads fields as `mu["pt"]` (through vector's
 `mu.pt` behaviour: ~2% more), and the runner builds the schema once per file layout instead of
 once per chunk (`casa_compute/events.py`; for a full 1,500-branch NanoAOD file that saves ~60 ms
-per chunk). Branches the processor read in a run's first chunk are read in one `tree.arrays`
-call for the later chunks (`learn=` in `casa_compute/events.py`; lazily, one request per branch,
-costs ~3% here and far more over a network). What is left is NanoEvents' virtual arrays (~1 ms
-per chunk) and opening each file; run to run the ratio moves by about +-3%.
+per chunk). What is left: NanoEvents reads each branch with its own call as the lazy arrays
+materialise (the loop reads its four in one `tree.arrays`; reading them ahead in one call was
+tried and measured no faster, locally or through XCache), builds virtual arrays (~1 ms per chunk)
+and opens each file. Run to run the ratio moves by about +-3% on this shared 2-core machine.
 
 **Compute-bound processor, 1 vs 2 workers** (casa LocalCluster, TLS, `BusyProcessor(work={args.work})`,
 {4 * args.events_per_file:,} events in chunks of 100,000, warm workers):
