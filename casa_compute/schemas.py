@@ -20,7 +20,8 @@ class LenientNanoAODSchema(NanoAODSchema):
       instead of decompressing the ``nMuon`` counts branch as well: in NanoAOD every ``Muon_*``
       branch is ``[nMuon]``, so the offsets are the same, and a processor that reads ``Muon.pt``
       no longer pays for a second branch (about 10% of the decompression in a dimuon analysis;
-      uproot caches the branch, so the offsets and the values share one read). Set ``offsets_from_counts = True`` on a subclass for upstream behaviour.
+      uproot caches the branch, so the offsets and the values share one read). Set
+      ``offsets_from_counts = True`` on a subclass for upstream behaviour.
     """
 
     error_missing_event_ids = False

@@ -378,7 +378,7 @@ class XRootDStack:
     """Origin + XCache, both token-protected, + test issuer and PKI, in one 0755 work directory.
 
     ``auth=False``: neither takes tokens; ``origin_auth=False``: only the XCache does (the origin
-    is then open on loopback and the XCache reads it without TLS: faster cold reads).
+    is then open on loopback and the XCache reads it without TLS).
 
     ``start()`` brings both up (origin first) and ``stop()`` stops both; each server can also be
     stopped and restarted alone (``stack.origin.stop()``, ``stack.xcache.start()``) for fault tests.
