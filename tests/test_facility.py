@@ -65,6 +65,7 @@ def test_status_reports_every_service_healthy(running):
     st = facility.status()
     assert st["up"], st
     assert set(st["services"]) == {"xcache", "xrootd-origin", "s3", "servicex", "skyhook", "dask"}
+    assert "token" not in st and "expire" not in st["services"]["xcache"]["detail"]  # fresh tokens
 
 
 def test_up_twice_is_safe(running):
@@ -133,3 +134,22 @@ def test_down_leaves_nothing_behind(running):
     assert not os.path.exists(running["config_file"])
     assert facility.status()["up"] is False
     assert facility.down() is False  # a second down is harmless
+
+
+def test_status_warns_before_tokens_expire(tmp_path):
+    """`status` reads the expiry times `up` records: an expired XCache service token marks the
+    XCache down, a user token about to expire is reported, both saying what to do."""
+    import json
+    import time
+
+    (tmp_path / "state.json").write_text(json.dumps({
+        "pid": os.getpid(), "status": "up", "token_file": "/tmp/bt_u0", "token_expires": time.time() + 3600,
+        "services": {"xcache": {"url": "root://127.0.0.1:1", "ports": [], "pids": [],
+                                "token_expires": time.time() - 5},
+                     "s3": {"url": "http://127.0.0.1:2", "ports": [], "pids": []}}}))
+    st = facility.status(tmp_path)
+    assert not st["up"] and st["services"]["s3"]["ok"]
+    assert not st["services"]["xcache"]["ok"]
+    assert "service token for the origin has expired" in st["services"]["xcache"]["detail"]
+    assert st["token"]["ok"] and "expires in 1 h" in st["token"]["detail"]
+    assert "casa facility up" in st["token"]["detail"]

@@ -140,9 +140,29 @@ def status(state_dir: Path | None = None) -> dict[str, Any]:
             detail += f" (ports not answering: {closed})"
         if dead:
             detail += f" (processes gone: {dead})"
+        expiry = _expiry(svc.get("token_expires"), "its service token for the origin")
+        if expiry:
+            detail += f" ({expiry[1]})"
+            ok = ok and expiry[0]
         out["services"][name] = {"ok": ok, "detail": detail.strip()}
     out["up"] = out["up"] and all(s["ok"] for s in out["services"].values())
+    expiry = _expiry(state.get("token_expires"), f"the user token {state.get('token_file', '')}")
+    if expiry and state.get("token_owned", True):
+        out["token"] = {"ok": expiry[0], "detail": expiry[1]}
     return out
+
+
+def _expiry(when: float | None, what: str, warn_hours: float = 48) -> tuple[bool, str] | None:
+    """``(still valid, message)`` when ``what`` has expired or expires within ``warn_hours``."""
+    if not when:
+        return None
+    left = when - time.time()
+    if left <= 0:
+        return False, f"{what} has expired: restart the facility (casa facility down; casa facility up)"
+    if left < warn_hours * 3600:
+        return True, (f"{what} expires in {left / 3600:.0f} h: restart the facility before then "
+                      "(casa facility down; casa facility up)")
+    return None
 
 
 def _group_members(pgids: set[int]) -> list[int]:

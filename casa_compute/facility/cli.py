@@ -15,6 +15,8 @@ def _print_status(st: dict) -> None:
     for name, svc in st["services"].items():
         table.add_row(name, "[green]ok[/]" if svc["ok"] else "[red]down[/]", svc["detail"])
     Console().print(table)
+    if "token" in st:  # the user token expires soon or has expired
+        Console().print(("[yellow]" if st["token"]["ok"] else "[red]") + st["token"]["detail"] + "[/]")
 
 
 @facility_app.command("up")

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import yaml
 log = logging.getLogger("casa_compute.facility")
 
 BUCKET = "casa-facility"
+TOKEN_DAYS = 7  # lifetime of the user token `up` writes (`casa facility status` warns before it ends)
 
 
 def _secret(path: Path, text: str) -> Path:
@@ -108,15 +110,17 @@ class Facility:
         tok = token_path()
         owned = not tok.exists() or self._owns_token(tok)
         if owned:
-            _secret(tok, stack.issuer.mint("storage.read:/", lifetime=7 * 24 * 3600))
-        _secret(self.secrets / "token", stack.issuer.mint("storage.read:/", lifetime=7 * 24 * 3600))
-        self.state.update(token_file=str(tok), token_owned=owned)
+            _secret(tok, stack.issuer.mint("storage.read:/", lifetime=TOKEN_DAYS * 86400))
+        _secret(self.secrets / "token", stack.issuer.mint("storage.read:/", lifetime=TOKEN_DAYS * 86400))
+        self.state.update(token_file=str(tok), token_owned=owned,
+                          token_expires=time.time() + TOKEN_DAYS * 86400)
         cfg = stack.casa_config()
         self.config["paths"].update(cfg["paths"])
         self.rule("/store/", f"{stack.xcache_url}//store/", "xcache")
         self.config["paths"].setdefault("xrootd", {})
         self.services["xcache"] = {"url": stack.xcache_url, "ports": [stack.xcache.port],
-                                   "pids": [stack.xcache.proc.pid]}
+                                   "pids": [stack.xcache.proc.pid],
+                                   "token_expires": stack.xcache.origin_token_expires}
         self.services["xrootd-origin"] = {"url": stack.origin_url, "ports": [stack.origin.port],
                                           "pids": [stack.origin.proc.pid]}
 

@@ -26,6 +26,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,7 @@ class XCache(_XRootDServer):
         self.pki = pki
         self.auth = auth
         self.tuning = {"ram": "1g", "blocksize": "1M", "prefetch": 10, **tuning}
+        self.origin_token_expires: float | None = None  # when the service token for the origin ends
         if auth and (issuer is None or pki is None):
             raise ServiceError("an XCache with token auth needs an issuer and a PKI")
 
@@ -294,6 +296,7 @@ class XCache(_XRootDServer):
             token = self.workdir / "origin-token"
             token.write_text(self.origin.issuer.mint("storage.read:/", lifetime=ORIGIN_TOKEN_DAYS * 86400,
                                                      sub="casa-xcache", audience=ORIGIN_AUDIENCE))
+            self.origin_token_expires = time.time() + ORIGIN_TOKEN_DAYS * 86400
             os.chmod(token, 0o600)
             _give_to_server(token)
             self.extra_env.update(BEARER_TOKEN_FILE=str(token), X509_CERT_DIR=str(self.origin.pki.ca_dir))
