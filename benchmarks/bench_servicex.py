@@ -130,7 +130,7 @@ def main() -> None:
             return out
 
         def throughput(files):
-            rows, split = [], []
+            rows, split, used = [], [], []
             for _ in range(a.repeat):  # alternate, so load changes hit both alike
                 t_in, n_in = in_process(files)
                 c0 = cpu()
@@ -142,18 +142,16 @@ def main() -> None:
                 t_read = time.perf_counter() - t0
                 assert n_sx == n_in, (n_sx, n_in)
                 rows.append((t_in, t_sx, t_read))
-            return rows, split
+            return rows, split, used
 
-        used: list[dict[str, float]] = []
-        rows, split = throughput(big)
-        used_small = list(used)
+        rows, split, used_small = throughput(big)
         n_events = a.files * uproot.open(SOURCE)["Events"].num_entries
         big_rows = []
         if a.big_files:
             from bench_open import replicate
 
             (work / "big").mkdir()
-            big_rows, _ = throughput(replicate(work / "big", a.big_files, 1_000_000))
+            big_rows, _, _ = throughput(replicate(work / "big", a.big_files, 1_000_000))
     finally:
         sx.stop()
         if s3 is not None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from .chunks import (Chunk, arrow_chunks, chunks_of, files_of, is_arrow, open_and_count,
                      open_parquet, open_root, plan_chunks)
+from .events import root_events
 from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
 
 __all__ = ["run", "RunResult", "Report", "RunError"]
@@ -58,8 +59,6 @@ def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
         return NanoEventsFactory.from_parquet(
             handle, entry_start=chunk.start, entry_stop=chunk.stop, schemaclass=schema,
             metadata=meta, mode="virtual").events()
-    from .events import root_events
-
     return root_events(handle, chunk.file.tree, chunk.start, chunk.stop, schema, meta)
 
 

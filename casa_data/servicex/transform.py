@@ -255,15 +255,17 @@ def _uproot_dask_options(opts: dict[str, Any]):
 
 
 def _as_trees(data: Any, default: str) -> dict[str, Any]:
+    """``{tree name: record array}``; a bare array becomes a record with one column ``col1``, as
+    ServiceX names it, whatever the output format."""
     import awkward as ak
 
-    if isinstance(data, dict) and data and all(isinstance(v, ak.Array) for v in data.values()):
-        return data
-    if isinstance(data, dict):
-        data = ak.Array(data)
-    if not isinstance(data, ak.Array):
-        raise TypeError(f"the query returned {type(data).__name__}, not an awkward array or dict of them")
-    return {default: data}
+    if not (isinstance(data, dict) and data and all(isinstance(v, ak.Array) for v in data.values())):
+        if isinstance(data, dict):
+            data = ak.Array(data)
+        if not isinstance(data, ak.Array):
+            raise TypeError(f"the query returned {type(data).__name__}, not an awkward array or dict of them")
+        data = {default: data}
+    return {k: v if v.fields else ak.Array({"col1": v}) for k, v in data.items()}
 
 
 def _store(job: dict[str, Any], data: Any) -> tuple[int, int]:
@@ -277,8 +279,6 @@ def _store(job: dict[str, Any], data: Any) -> tuple[int, int]:
     try:
         if job["result_format"] == "parquet":
             (arr,) = trees.values()
-            if not arr.fields:  # a bare array: name its column like ServiceX does
-                arr = ak.Array({"col1": arr})
             ak.to_parquet(arr, tmp)
         elif job["result_format"] == "root-rntuple":
             _write_rntuple(tmp, trees)
@@ -297,13 +297,10 @@ def _store(job: dict[str, Any], data: Any) -> tuple[int, int]:
 
 
 def _write_root(path: str, trees: dict[str, Any]) -> None:
-    import awkward as ak
     import uproot
 
     with uproot.recreate(path) as f:
         for name, arr in trees.items():
-            if not arr.fields:
-                arr = ak.Array({"col1": arr})
             cols = {k: _rootable(k, arr[k]) for k in arr.fields}
             t = f.mktree(name, {k: v.type for k, v in cols.items()})  # mktree: a TTree, not an RNTuple
             if len(arr):
@@ -311,12 +308,11 @@ def _write_root(path: str, trees: dict[str, Any]) -> None:
 
 
 def _write_rntuple(path: str, trees: dict[str, Any]) -> None:
-    import awkward as ak
     import uproot
 
     with uproot.recreate(path) as f:
         for name, arr in trees.items():
-            f.mkrntuple(name, arr if arr.fields else ak.Array({"col1": arr}))
+            f.mkrntuple(name, arr)
 
 
 def _rootable(name: str, col: Any) -> Any:
