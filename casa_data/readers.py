@@ -75,15 +75,26 @@ def _parquet_dataset(cand: Candidate):
 
 
 def _arrow_pushdown(flt: Filter | None, schema) -> Any:
-    """The filter as a pyarrow expression if every column it uses is flat, else None."""
+    """The filter as a pyarrow expression if every column it uses is flat and it binds, else None.
+
+    None means: read, then apply the filter with awkward (the same result). A filter Arrow cannot
+    type (e.g. ``not`` of a number) is tried on an empty table of the file's schema first, so it
+    falls back instead of failing the scan, which would be blamed on the file.
+    """
     import pyarrow.types as pat
 
-    if flt is None or flt.arrow is None:
+    if flt is None:
         return None
     for c in flt.columns:
         if c not in schema.names or pat.is_nested(schema.field(c).type):
             return None
-    return flt.arrow
+    try:
+        expr = flt.arrow
+        if expr is not None:
+            schema.empty_table().filter(expr)
+    except Exception:  # noqa: BLE001 - not expressible in Arrow: awkward evaluates it after reading
+        return None
+    return expr
 
 
 def _parquet_table(cand: Candidate, columns: Sequence[str] | None, flt: Filter | None):
