@@ -98,7 +98,7 @@ def bench_scaling(files, work, chunksize):
 def bench_adapt(tasks: int = 120, task_seconds: float = 0.5):
     from distributed import Client
 
-    from casa_compute.services.slurm import SlurmService
+    from casa_facility.services.slurm import SlurmService
 
     with SlurmService() as slurm:
         with casa_compute.cluster("slurm", cores=1, memory="1GB", queue=slurm.partition) as c, \

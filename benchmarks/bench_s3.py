@@ -5,7 +5,7 @@
 Inputs, built from the real CMS dimuon file ``../shared/data/agc/open-data-example.root``
 (100k events) replicated ``--copies`` times: a ROOT TTree and its Parquet conversion (casa's
 ingest converter: zstd, ~64 MiB row groups). Starts an embedded SeaweedFS (or a single-node Ceph
-RGW), uploads both, runs ``casa_data.bench.bench`` on each and writes the tables into the
+RGW), uploads both, runs ``casa_bench.bench`` on each and writes the tables into the
 ``bench_s3`` (``bench_s3_ceph``) section of ``benchmarks/RESULTS.md`` (JSON and PNG go to
 ``benchmarks/out/``).
 """
@@ -81,9 +81,9 @@ def main() -> None:
 
     from _results import write_section
 
-    from casa_data.bench import bench, markdown_table
-    from casa_data.services.ceph import CephRGW
-    from casa_data.services.s3 import SeaweedFS
+    from casa_bench import bench, markdown_table
+    from casa_facility.services.ceph import CephRGW
+    from casa_facility.services.s3 import SeaweedFS
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def main() -> None:
     os.environ["CASA_DATA_DIR"] = str(work / "data")
     import casa_data
     from casa_data.config import reset_config
-    from casa_data.services.servicex import OutputSeaweedFS, ServiceXEndpoint
+    from casa_facility.services.servicex import OutputSeaweedFS, ServiceXEndpoint
 
     reset_config()
     small = small_file(work)

@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
 
 import casa_data  # noqa: E402
-from casa_data.bench.proxy import CountingProxy  # noqa: E402
+from casa_bench.proxy import CountingProxy  # noqa: E402
 from casa_data.config import reset_config  # noqa: E402
-from casa_data.services.s3 import SeaweedFS  # noqa: E402
-from casa_data.services.skyhook import SkyhookService  # noqa: E402
+from casa_facility.services.s3 import SeaweedFS  # noqa: E402
+from casa_facility.services.skyhook import SkyhookService  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "data" / "agc" / "open-data-example.root"

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_xcache.py [--copies 32] [--reps 3] [--blocksize 1M] [--prefetch 10]
 
-Starts a real origin and a token-protected XCache (casa_data.services.xrootd), reads a ROOT file
+Starts a real origin and a token-protected XCache (casa_facility.services.xrootd), reads a ROOT file
 built from ``../shared/data/agc/open-data-example.root`` (the real 100k-event CMS dimuon file,
 replicated ``--copies`` times) in two ways:
 
@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from casa_data.paths.xrootd import configure_client
-    from casa_data.services.xrootd import XRootDStack
+    from casa_facility.services.xrootd import XRootDStack
 
     work = Path(tempfile.mkdtemp(prefix="casa-bench-xcache-"))
     os.chmod(work, 0o755)

@@ -23,6 +23,10 @@ _LAZY = {
     "CasaLocalCluster": "casa_compute.clusters.local:CasaLocalCluster",
 }
 
+from casa_data import _moved
+
+_moved.install()  # old import paths of moved modules, with a DeprecationWarning
+
 __all__ = sorted(_LAZY)
 
 

@@ -28,6 +28,10 @@ _LAZY = {
     "cache_status": "casa_data.cache:cache_status",
 }
 
+from . import _moved
+
+_moved.install()  # old import paths of moved modules, with a DeprecationWarning
+
 __all__ = sorted(_LAZY) + ["errors", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -6,11 +6,11 @@ order; a module is imported only when its entry is first loaded.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from .errors import CasaError
+from .extras import MissingExtraError, import_extra
 
 __all__ = ["Registry"]
 
@@ -47,7 +47,9 @@ class Registry(Generic[T]):
         if isinstance(target, str):
             module, _, cls = target.partition(":")
             try:
-                target = getattr(importlib.import_module(module), cls)
+                target = getattr(import_extra(module), cls)
+            except MissingExtraError as err:
+                raise MissingExtraError(f"{self.kind} {name!r}: {err}") from err
             except ImportError as err:
                 raise CasaError(f"{self.kind} {name!r} needs {err.name!r}, which is not installed: "
                                 "pip install 'casa-sdk' with its dependencies") from err

@@ -75,7 +75,7 @@ Describe the analysis -- datasets, selection, variables, histograms -- in YAML; 
 `casa_compute.run` and writes histograms (pickle, ROOT), a PNG each and a JSON summary."""),
     ("code", """from pathlib import Path
 from IPython.display import Image, display
-from casa_compute.demo import DEMO_PIPELINE
+from casa_facility.demo import DEMO_PIPELINE
 from casa_compute.pipeline import run_pipeline, PipelineError
 from casa_data.demo import generate
 
@@ -145,13 +145,13 @@ print(h.sum())"""),
 notebook("04-object-storage-benchmark", [
     ("md", """# 4. Object-storage benchmarking: every access path, side by side
 
-`casa bench` (and `casa_data.bench.bench`) reads the same data through each access path --
+`casa bench` (and `casa_bench.bench`) reads the same data through each access path --
 local disk, S3 through s3fs, S3 through Arrow's native client, XRootD, XCache, Skyhook -- and
 reports throughput, column-read rate, small-range latency and bytes moved, with ratios to local
 disk. Here: the quick settings, on the demo dataset, against the facility's S3 server."""),
     ("code", """import json
 import casa_data
-from casa_data.bench import available_methods, bench, markdown_table
+from casa_bench import available_methods, bench, markdown_table
 available_methods()"""),
     ("code", """doc = bench(["demo/zmumu"], ["local", "s3fs", "s3-arrow"], quick=True, out_dir="bench-out",
             s3="s3://casa-facility/bench/zmumu")  # the facility bucket
@@ -182,7 +182,7 @@ ds = casa_data.open("demo/zmumu")"""),
 print(result.report)"""),
     ("md", """**SLURM**: on a batch system the same call scales workers as jobs. Here a one-node Slurm
 (munged, slurmctld, slurmd on 127.0.0.1) is started for the notebook."""),
-    ("code", """from casa_compute.services.slurm import SlurmService
+    ("code", """from casa_facility.services.slurm import SlurmService
 slurm = SlurmService().start()
 try:
     with casa_compute.cluster("slurm", cores=1, memory="1GB", queue=slurm.partition,

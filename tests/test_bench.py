@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from casa_data.bench import BenchMethod, bench, bench_files, markdown_table, register_method, run_bench
-from casa_data.bench.builtin import LocalMethod
+from casa_bench import BenchMethod, bench, bench_files, markdown_table, register_method, run_bench
+from casa_bench.builtin import LocalMethod
 from casa_data.config import reset_config
-from casa_data.services.s3 import SeaweedFS
+from casa_facility.services.s3 import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -61,7 +61,7 @@ def _check_sane(doc: dict, size: int) -> None:
 def test_casa_bench_quick_writes_json_and_png(clean_env):
     out = clean_env / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "casa_compute.cli", "bench", str(_need(AGC)), "--quick",
+    proc = subprocess.run([sys.executable, "-m", "casa_cli.main", "bench", str(_need(AGC)), "--quick",
                            "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout
     assert "| s3-arrow |" in proc.stdout
@@ -117,8 +117,8 @@ def test_plugin_registry_runs_extra_methods_without_s3():
 
 def test_servicex_method_delivers_columns_and_reports_the_rest_unsupported(shared_data, tmp_path):
     """ServiceX through the real client and endpoint: columns measured, whole file and ranges n/a."""
-    from casa_data.bench.methods import Unsupported
-    from casa_data.bench.servicex import ServiceXMethod
+    from casa_bench.methods import Unsupported
+    from casa_bench.servicex import ServiceXMethod
 
     agc = shared_data / "agc" / "open-data-example.root"
     doc = bench([str(agc)], ["local", "servicex"], quick=True, out_dir=tmp_path / "out")

@@ -12,7 +12,7 @@ import pytest
 
 import casa_compute
 from casa_compute.processors import DimuonProcessor, TtbarProcessor
-from casa_compute.services.slurm import SlurmService
+from casa_facility.services.slurm import SlurmService
 from casa_compute.testing import SlowDimuon
 from compute_support import (AGC, NANO_TT, assert_dimuon, dimuon_fileset, need, same_output,
                              ttbar_oracle)

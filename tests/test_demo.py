@@ -7,7 +7,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 import casa_data
-from casa_compute.cli import app
+from casa_cli.main import app
 from casa_data.demo import make_events
 
 
@@ -37,7 +37,7 @@ def test_demo_catalog_root_and_parquet_agree(demo_data):
 
 def test_casa_demo_command_runs_the_pipeline_through_xcache_and_servicex(demo_data, tmp_path):
     """What `make demo` runs: facility up, the Z->mumu pipeline via XCache and ServiceX, plots, down."""
-    from casa_compute import facility
+    from casa_facility import lifecycle as facility
 
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, (result.output, result.exception)
@@ -52,7 +52,7 @@ def test_casa_demo_command_runs_the_pipeline_through_xcache_and_servicex(demo_da
 
 
 def test_demo_without_the_facility_runs_in_process(demo_data, tmp_path):
-    from casa_compute.demo import run_demo
+    from casa_facility.demo import run_demo
 
     res = run_demo(output=tmp_path, facility=False)
     assert res.events == 200_000 and 0 < res.selected < res.events

@@ -13,7 +13,7 @@ import awkward as ak
 import pytest
 
 import casa_data
-from casa_compute import facility
+from casa_facility import lifecycle as facility
 
 
 def descendants(pid: int) -> set[int]:
@@ -128,7 +128,7 @@ def test_down_leaves_nothing_behind(running):
     ports = [p for svc in running["services"].values() for p in svc["ports"]]
     assert facility.down()
     assert not [p for p in pids if facility._alive(p)]
-    from casa_data.services.base import port_open
+    from casa_facility.services.base import port_open
 
     assert not [p for p in ports if port_open(p)]
     assert not os.path.exists(running["config_file"])

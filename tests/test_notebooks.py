@@ -12,7 +12,7 @@ import pytest
 from nbclient import NotebookClient
 
 import casa_data
-from casa_compute import facility
+from casa_facility import lifecycle as facility
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 

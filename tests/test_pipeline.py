@@ -122,10 +122,10 @@ def catalog_all(shared_data, tmp_path_factory):
     token-protected XCache, a SeaweedFS bucket, a Skyhook service (and, started on first use by
     casa_data, a ServiceX endpoint). The catalog lists each file as ``/store/<path>`` (the site
     rule sends it to the XCache) with local, S3 and Skyhook replicas; ``via=`` picks one."""
-    from casa_data.services.pki import write_token_file
-    from casa_data.services.s3 import SeaweedFS
-    from casa_data.services.skyhook import SkyhookService
-    from casa_data.services.xrootd import XRootDStack
+    from casa_facility.services.pki import write_token_file
+    from casa_facility.services.s3 import SeaweedFS
+    from casa_facility.services.skyhook import SkyhookService
+    from casa_facility.services.xrootd import XRootDStack
 
     base = Path(tempfile.mkdtemp(prefix="casa-pipeline-paths-"))  # xrootd's user must reach it
     data = base / "store"
@@ -378,7 +378,7 @@ def test_cache_hit_force_and_invalidation(shared_data, tmp_path, casa_env):
 def test_cli_run_and_errors(shared_data, tmp_path, casa_env):
     from typer.testing import CliRunner
 
-    from casa_compute.cli import app
+    from casa_cli.main import app
 
     cli = CliRunner()
     args = ["run", str(TTBAR), "-c", str(CATALOG), "-o", str(tmp_path / "o"), "--no-progress"]

@@ -19,7 +19,7 @@ from casa_data.errors import (AccessDeniedError, BucketNotFoundError, CasaError,
                               ServiceError)
 from casa_data.ingest import ingest
 from casa_data.paths import get_path
-from casa_data.services.s3 import SeaweedFS
+from casa_facility.services.s3 import SeaweedFS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -149,7 +149,7 @@ def test_ingest_root_then_same_histograms_via_s3(s3, env):
 def test_ingest_to_parquet_same_histograms_and_checksums(s3, env):
     cat = _catalog(env, "test/agc", [_need(AGC)])
     env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "casa_compute.cli", "data", "ingest", "test/agc",
+    proc = subprocess.run([sys.executable, "-m", "casa_cli.main", "data", "ingest", "test/agc",
                            "s3://casa-test/pq", "--to", "parquet", "--catalog", str(cat)],
                           capture_output=True, text=True, env=env_vars, cwd=ROOT, timeout=180)
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -260,7 +260,7 @@ def test_ingest_keeps_plain_path_entries_readable_locally(s3, env):
 @pytest.mark.ceph
 def test_ceph_rgw_ingest_and_same_histograms(env, monkeypatch, tmp_path):
     """The facility-like store: ingest into a single-node Ceph RGW and read back through casa."""
-    from casa_data.services.ceph import CephRGW
+    from casa_facility.services.ceph import CephRGW
 
     with CephRGW(tmp_path / "ceph") as rgw:
         rgw.create_bucket("facility")

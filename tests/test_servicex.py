@@ -21,8 +21,8 @@ import yaml
 import casa_data
 from casa_data.config import reset_config
 from casa_data.errors import PartialResultError, QueryError, ServiceError
-from casa_data.services.base import free_port
-from casa_data.services.servicex import OutputSeaweedFS, ServiceXEndpoint
+from casa_facility.services.base import free_port
+from casa_facility.services.servicex import OutputSeaweedFS, ServiceXEndpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

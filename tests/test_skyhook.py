@@ -27,9 +27,9 @@ import yaml
 import casa_data
 from casa_data.config import reset_config
 from casa_data.errors import ColumnNotFoundError, FilterError, ObjectNotFoundError, ServiceError, TokenError
-from casa_data.services.skyhook import SkyhookService
+from casa_facility.services.skyhook import SkyhookService
 from casa_data.skyhook import SkyhookClient, SkyhookDataset, SkyhookUnavailable
-from casa_data.skyhook.server import SkyhookServer
+from casa_facility.skyhook.server import SkyhookServer
 
 AGC = "agc/open-data-example.root"
 DY = "coffea/nano_dy.parquet"
@@ -202,7 +202,7 @@ def test_fsspec_protocol(env, sky, shared_data, monkeypatch):
 
 
 def test_unreachable_error_and_fallback(env, shared_data, caplog):
-    from casa_data.services.base import free_port
+    from casa_facility.services.base import free_port
 
     url = f"skyhook://127.0.0.1:{free_port()}/agc/open-data-example.root"
     with pytest.raises(SkyhookUnavailable, match="no Skyhook service answers at .*fallback="):
@@ -318,7 +318,7 @@ def test_memory_limit_refuses_scans(env, shared_data):
 def test_open_fallback_from_config_and_pickle(env, sky, shared_data, monkeypatch):
     import pickle
 
-    from casa_data.services.base import free_port
+    from casa_facility.services.base import free_port
 
     dead = f"127.0.0.1:{free_port()}"
     cfg = env / "fallback.yaml"
@@ -334,7 +334,7 @@ def test_open_fallback_from_config_and_pickle(env, sky, shared_data, monkeypatch
 
 
 def test_casa_bench_method(env, sky, shared_data, tmp_path):
-    from casa_data.bench import bench
+    from casa_bench import bench
 
     doc = bench([str(shared_data / DY)], ["local", "skyhook"], quick=True, out_dir=tmp_path)
     sky_bytes = doc["results"]["skyhook"]["bytes"]
@@ -343,7 +343,7 @@ def test_casa_bench_method(env, sky, shared_data, tmp_path):
 
 
 def test_wlcg_tokens_with_path_scopes(env, shared_data, tmp_path_factory):
-    from casa_data.services.pki import TestIssuer
+    from casa_facility.services.pki import TestIssuer
 
     issuer = TestIssuer(audience="casa-skyhook")
     with SkyhookService(shared_data, tmp_path_factory.mktemp("sky-jwt"), token=None, issuer=issuer) as s:
@@ -382,7 +382,7 @@ def test_action_errors_are_clear(env, sky):
 
 def test_s3_bucket_backend(env, shared_data, tmp_path_factory):
     """The service next to an S3 bucket (SeaweedFS): same rows and histogram as local scans."""
-    from casa_data.services.s3 import SeaweedFS
+    from casa_facility.services.s3 import SeaweedFS
 
     with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as s3:
         s3.create_bucket("sky")

@@ -25,8 +25,8 @@ import yaml
 import casa_data
 from casa_data.errors import CasaError, FileReadError, ReplicaError, ServiceError, TokenError
 from casa_data.paths import get_path
-from casa_data.services.pki import TestIssuer, write_token_file
-from casa_data.services.xrootd import ORIGIN_AUDIENCE, XRootDStack
+from casa_facility.services.pki import TestIssuer, write_token_file
+from casa_facility.services.xrootd import ORIGIN_AUDIENCE, XRootDStack
 from casa_data.tokens import BearerToken, TokenPermissionWarning, find_token
 
 COLUMNS = ["nMuon", "Muon_pt", "Muon_eta"]
@@ -367,7 +367,7 @@ def test_stop_leaves_nothing_running(shared_data, tmp_path):
         assert "nano_dy" not in repr(st) and re.search(r"root://127\.0\.0\.1:\d+", st.xcache_url)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
-    from casa_data.services.base import port_open
+    from casa_facility.services.base import port_open
 
     assert not any(port_open(p) for p in ports)
     shutil.rmtree(base, ignore_errors=True)
@@ -376,7 +376,7 @@ def test_stop_leaves_nothing_running(shared_data, tmp_path):
 def test_cli_prefetch_and_cache_status(stack):
     from typer.testing import CliRunner
 
-    from casa_data.cli import data_app
+    from casa_cli.data import data_app
 
     runner = CliRunner()
     res = runner.invoke(data_app, ["prefetch", "test/dimuon"])
@@ -401,7 +401,7 @@ def test_path_pickles_and_checks(stack):
 
 
 def test_casa_bench_xrootd_methods(shared_data):
-    from casa_data.bench import bench
+    from casa_bench import bench
 
     t0 = time.monotonic()
     doc = bench([str(shared_data / "agc/open-data-example.root")], methods=["xrootd", "xcache-cold", "xcache-warm"],
@@ -410,6 +410,6 @@ def test_casa_bench_xrootd_methods(shared_data):
         assert doc["results"][m]["whole_mb_s"]["median"] > 0
         assert doc["results"][m]["bytes"]["whole"] == 3568384
     assert time.monotonic() - t0 < 60
-    from casa_data.bench.xrootd import _shared
+    from casa_bench.xrootd import _shared
 
     assert _shared["stack"] is None and _shared["users"] == 0  # the last teardown stopped the servers

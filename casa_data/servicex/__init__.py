@@ -1,7 +1,7 @@
 """ServiceX delivery: casa's compatible endpoint and the guarded client around ``servicex.deliver``.
 
 ``casa_data.open(name, query=...)`` lands in :func:`open_query`; the endpoint is
-:mod:`casa_data.servicex.app` (launcher: :class:`casa_data.services.servicex.ServiceXEndpoint`).
+:mod:`casa_facility.servicex.app` (launcher: :class:`casa_facility.services.servicex.ServiceXEndpoint`).
 """
 
 from __future__ import annotations

@@ -58,8 +58,9 @@ _LOCAL: dict[str, Any] = {}
 # -- endpoint ------------------------------------------------------------------------------------
 def local_endpoint():
     """casa's endpoint for this process (started on first use, stopped at exit)."""
-    from ..services.servicex import ServiceXEndpoint
+    from ..registry import Registry
 
+    ServiceXEndpoint = Registry("local service", "casa.local_services", {}).load("servicex")
     if "sx" not in _LOCAL or not _LOCAL["sx"].running:
         opts = get_config().path_options("servicex")
         sx = ServiceXEndpoint(get_config().data_path / "servicex-endpoint", workers=int(opts.get("workers", 2)))
@@ -249,7 +250,7 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
     attached = None if ignore_cache else _repair_cache(client, key)
     hit = not ignore_cache and client.query_cache.get_transform_by_hash(key) is not None
     client.query_cache.close()
-    from .transform import CODEGENS, QueryError as _BadQuery, compile_query
+    from .query import CODEGENS, QueryError as _BadQuery, compile_query
 
     out_tree = "servicex"
     if codegen in CODEGENS and not hit:  # validate only what will be submitted (0.1 s of qastle)

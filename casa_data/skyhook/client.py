@@ -25,7 +25,7 @@ from ..errors import (CasaError, ColumnNotFoundError, FileReadError, FilterError
                       ServiceError, TokenError)
 from ..expr import Filter
 from ..tokens import BearerToken, find_token
-from .protocol import HistSpec, Request
+from .protocol import HistSpec, Request, fill_values
 
 __all__ = ["SkyhookClient", "SkyhookDataset", "SkyhookUnavailable", "parse_url"]
 
@@ -127,7 +127,7 @@ class SkyhookClient:
                 raise ServiceError(f"{what}: {msg}") from None
             raise SkyhookUnavailable(
                 f"no Skyhook service answers at {self.uri} ({msg[:200]}); start one with "
-                "casa_data.services.skyhook.SkyhookService, check the address, or allow a client-side "
+                "casa_facility.services.skyhook.SkyhookService, check the address, or allow a client-side "
                 "scan with fallback=") from None
         except fl.FlightError as err:
             raise ServiceError(f"Skyhook server {self.address} failed on {what}: {_message(err)}") from None
@@ -317,8 +317,6 @@ class SkyhookDataset:
 def client_histogram(ds, spec: HistSpec, filter=None):
     """The same histogram filled client-side from a :class:`~casa_data.dataset.Dataset`."""
     import hist
-
-    from .server import fill_values
 
     expr, weight = spec.filters()
     need = sorted(expr.columns | (weight.columns if weight else set()))

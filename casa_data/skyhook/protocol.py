@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import CasaError, FilterError
 from ..expr import Filter
 
-__all__ = ["HistSpec", "Request", "decode", "MAX_REQUEST", "MAX_FILTER", "MAX_BINS"]
+__all__ = ["HistSpec", "Request", "decode", "MAX_REQUEST", "MAX_FILTER", "MAX_BINS", "fill_values"]
 
 MAX_REQUEST = 256 * 1024     # bytes of one JSON request
 MAX_FILTER = 4096            # characters of a filter or histogram expression
@@ -127,3 +127,24 @@ def error_info(err: BaseException) -> dict[str, Any]:
     if isinstance(err, FilterError):
         info["kind"] = "FilterError"
     return info
+
+
+def fill_values(arr, expr, weight=None):
+    """Flat numpy values (and weights, broadcast per object) of ``expr`` over an awkward chunk."""
+    import awkward as ak
+    import numpy as np
+
+    cols = {c: arr[c] for c in expr.columns | (weight.columns if weight else set())}
+    v = expr.evaluate(cols)  # the same safe evaluator filters use
+    w = weight.evaluate(cols) if weight is not None else None
+    if w is not None and not isinstance(w, (ak.Array, np.ndarray)):
+        w = np.full(len(arr), float(w))  # a constant weight
+    if isinstance(v, ak.Array) and v.ndim > 1:
+        if w is not None:
+            w, v = ak.broadcast_arrays(w, v)
+            w = ak.flatten(w, axis=None)
+        v = ak.flatten(v, axis=None)
+    v = np.asarray(ak.to_numpy(v) if isinstance(v, ak.Array) else v, dtype=np.float64)
+    if w is not None:
+        w = np.asarray(ak.to_numpy(w) if isinstance(w, ak.Array) else w, dtype=np.float64)
+    return v, w

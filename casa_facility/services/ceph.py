@@ -1,0 +1,223 @@
+"""A single-node Ceph RGW (mon + one BlueStore OSD + radosgw, no mgr) on 127.0.0.1, for benchmarks.
+
+What facilities run as their object store. Debian packages (``apt-get install
+--no-install-recommends ceph-mon ceph-osd radosgw ceph-common``, ~290 MB); boots in ~15 s; no
+systemd, no cephadm: each daemon runs in the foreground in its own process group. Settings from
+../shared/notes/object-stores-and-skyhook.md: auth ``none`` with ``ms_mon_client_mode = crc
+secure`` (else radosgw cannot talk to the mon), pools of size 1, a file-backed BlueStore, and one
+warm-up PUT (the first write creates the data pool and is slow).
+
+>>> with CephRGW() as rgw:                          # doctest: +SKIP
+...     rgw.create_bucket("data"); opts = rgw.path_options()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from casa_data.errors import ServiceError
+from casa_facility.services.base import LOOPBACK, Service, port_open
+from casa_facility.services.s3 import S3Server
+
+__all__ = ["CephRGW"]
+
+
+def _free_range(n: int) -> int:
+    """The first port of ``n`` consecutive ports that are free now."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - n)
+        if not any(port_open(p) for p in range(base, base + n)):
+            return base
+    raise ServiceError(f"no {n} consecutive free ports on {LOOPBACK}")
+
+
+class CephRGW(S3Server, Service):
+    """mon + OSD + radosgw. ``start()`` bootstraps the cluster, ``stop()`` ends all three."""
+
+    name = "ceph-rgw"
+    binary = "radosgw"
+    install_hint = "apt-get install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common"
+    startup_timeout = 120.0
+    osd_size_gb = 12
+    client_read_timeout = 30  # RGW's first requests create pools
+
+    def __init__(self, workdir: str | os.PathLike | None = None, *, access_key: str | None = None,
+                 secret_key: str | None = None):
+        super().__init__(workdir)
+        self.access_key = access_key or "casa" + secrets.token_hex(6)
+        self._secret_key = secret_key or secrets.token_urlsafe(24)
+        self.procs: list[subprocess.Popen] = []
+        self.port = 0
+
+    @property
+    def secret_key(self) -> str:
+        return self._secret_key
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "ceph.conf"
+
+    # -- Service hooks (the rgw process is the "main" one) ---------------------------------------
+    def command(self) -> list[str]:
+        return ["radosgw", "-n", "client.rgw.x", "-f", "-c", str(self.conf)]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CEPH_CONF": str(self.conf)}
+
+    def is_ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        if not getattr(self, "_user", False):
+            self._run(["radosgw-admin", "user", "create", "--uid=casa", "--display-name=casa",
+                       f"--access-key={self.access_key}", f"--secret-key={self._secret_key}"], quiet=True)
+            self._user = True
+        c = self.client()
+        try:
+            c.create_bucket(Bucket="casa-ready")
+        except (c.exceptions.BucketAlreadyOwnedByYou, c.exceptions.BucketAlreadyExists):
+            pass
+        c.put_object(Bucket="casa-ready", Key="probe", Body=b"ok")  # warm-up: creates the data pool
+        return True
+
+    def prepare(self) -> None:
+        for tool in ("ceph-mon", "ceph-osd", "monmaptool", "ceph-authtool", "ceph", "radosgw-admin"):
+            if not shutil.which(tool):
+                raise ServiceError(f"{self.name}: {tool!r} is not installed; install with: {self.install_hint}")
+        base = _free_range(13)
+        mon2, mon1, self.port = base, base + 1, base + 2
+        d = self.workdir
+        for sub in ("mon", "osd", "run", "log", "crash", "rgw"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        fsid = str(uuid.uuid4())
+        self.conf.write_text(f"""[global]
+fsid = {fsid}
+mon_host = [v2:{LOOPBACK}:{mon2},v1:{LOOPBACK}:{mon1}]
+public_addr = {LOOPBACK}
+ms_bind_ipv4 = true
+ms_bind_ipv6 = false
+ms_bind_port_min = {base + 3}
+ms_bind_port_max = {base + 12}
+auth_cluster_required = none
+auth_service_required = none
+auth_client_required = none
+ms_mon_client_mode = crc secure
+osd_pool_default_size = 1
+osd_pool_default_min_size = 1
+osd_pool_default_pg_num = 8
+osd_pool_default_pgp_num = 8
+osd_pool_default_pg_autoscale_mode = off
+mon_allow_pool_size_one = true
+osd_crush_chooseleaf_type = 0
+mon_max_pg_per_osd = 1000
+run_dir = {d}/run
+admin_socket = {d}/run/$cluster-$name.asok
+log_file = {d}/log/$cluster-$name.log
+crash_dir = {d}/crash
+keyring = {d}/keyring
+mon_data = {d}/mon/$cluster-$id
+osd_data = {d}/osd/$cluster-$id
+[mon]
+mon_initial_members = a
+[osd]
+osd_objectstore = bluestore
+bluestore_block_path = {d}/osd/$cluster-$id/block.file
+bluestore_block_size = {self.osd_size_gb << 30}
+bluestore_block_create = true
+bluestore_cache_size = 268435456
+osd_memory_target = 1073741824
+bluestore_fsck_on_mkfs = false
+[client.rgw.x]
+rgw_frontends = beast endpoint={LOOPBACK}:{self.port}
+rgw_dns_name = localhost
+rgw_data = {d}/rgw
+""")
+        keyring = d / "keyring"
+        self._run(["ceph-authtool", "--create-keyring", str(keyring), "--gen-key", "-n", "mon.",
+                   "--cap", "mon", "allow *"])
+        monmap = d / "monmap"
+        self._run(["monmaptool", "--create", "--addv", "a", f"[v2:{LOOPBACK}:{mon2},v1:{LOOPBACK}:{mon1}]",
+                   "--fsid", fsid, str(monmap)])
+        self._run(["ceph-mon", "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring)])
+        self._spawn(["ceph-mon", "-i", "a", "-f"], "mon")
+        self._wait(lambda: self._run(["ceph", "-s", "--connect-timeout", "3"], check=False).returncode == 0,
+                   "the monitor")
+        osd_uuid = str(uuid.uuid4())
+        osd_id = self._run(["ceph", "osd", "new", osd_uuid]).stdout.strip()
+        (d / "osd" / f"ceph-{osd_id}").mkdir(parents=True, exist_ok=True)
+        self._run(["ceph-osd", "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid])
+        self._spawn(["ceph-osd", "-i", osd_id, "-f"], "osd")
+        self._wait(self._osd_up, "the OSD")
+
+    def _osd_up(self) -> bool:
+        out = self._run(["ceph", "osd", "stat", "-f", "json"], check=False)
+        return out.returncode == 0 and json.loads(out.stdout or "{}").get("num_up_osds", 0) >= 1
+
+    # -- processes ---------------------------------------------------------------------------------
+    def _run(self, argv: list[str], check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
+        out = subprocess.run(argv + ["-c", str(self.conf)] if argv[0] in ("ceph", "ceph-mon", "ceph-osd", "radosgw-admin")
+                             else argv, capture_output=True, text=True, env=self.env(), cwd=self.workdir, timeout=60)
+        if check and out.returncode != 0:
+            shown = " ".join(a if self._secret_key not in a else "--secret-key=***" for a in argv)
+            raise ServiceError(f"{self.name}: `{shown}` failed ({out.returncode}): {out.stderr.strip()[-800:]}")
+        return out
+
+    def _spawn(self, argv: list[str], label: str) -> None:
+        log = open(self.workdir / f"{label}.out", "ab")
+        try:
+            self.procs.append(subprocess.Popen(argv + ["-c", str(self.conf)], stdin=subprocess.DEVNULL,
+                                               stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                               cwd=self.workdir, start_new_session=True))
+        finally:
+            log.close()
+
+    def _wait(self, ready, what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead:
+                self._stop_daemons()
+                raise ServiceError(f"{self.name}: a daemon exited while waiting for {what}; logs in {self.workdir}/log")
+            if ready():
+                return
+            time.sleep(0.3)
+        self._stop_daemons()
+        raise ServiceError(f"{self.name}: {what} did not come up within {timeout:.0f} s; logs in {self.workdir}/log")
+
+    def _stop_daemons(self, timeout: float = 10.0) -> None:
+        procs, self.procs = self.procs, []
+        for p in reversed(procs):  # osd before mon
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)  # radosgw
+        self._stop_daemons(timeout)
+
+    def cleanup(self) -> None:
+        self._client = None
+        if self._own_workdir:  # the 12 GB sparse block file: drop the data, keep the logs
+            shutil.rmtree(self.workdir / "osd", ignore_errors=True)
+            shutil.rmtree(self.workdir / "mon", ignore_errors=True)

@@ -1,0 +1,117 @@
+"""casa's ServiceX-compatible endpoint as a loopback service (see :mod:`casa_facility.servicex.app`).
+
+>>> with ServiceXEndpoint() as sx:                                  # doctest: +SKIP
+...     casa_data.open("cms/dimuon-2012", query=q, endpoint=sx.url)
+
+Outputs go to ``s3=`` (a :class:`~casa_facility.services.s3.SeaweedFS` or ``{endpoint_url, key,
+secret}``: a bucket per request; see :func:`OutputSeaweedFS`) or, by default, to
+``<workdir>/state/outputs``; clients read them through the endpoint's own S3 subset either way. Ready means: ``/servicex`` answers and every transform worker has
+imported func_adl_uproot, uproot and dask (so the first request does not pay ~2 s of imports).
+The state dir survives :meth:`stop`; ``start()`` again on the same workdir resumes requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import urllib.request
+from typing import Any
+
+from casa_facility.services.base import LOOPBACK, Service, free_port
+
+__all__ = ["ServiceXEndpoint", "OutputSeaweedFS"]
+
+
+class ServiceXEndpoint(Service):
+    """A uvicorn process serving the endpoint on 127.0.0.1.
+
+    Parameters
+    ----------
+    workdir : state and logs (a temporary directory by default).
+    workers : transform processes (default 2).
+    s3 : where outputs go; a SeaweedFS launcher or a mapping with ``endpoint_url``, ``key``, ``secret``.
+    auth : require tokens: a random refresh token is made (:attr:`refresh_token`).
+    port : fixed port (default: a free one, kept across restarts of this launcher).
+    """
+
+    name = "servicex"
+    startup_timeout = 60.0
+
+    def __init__(self, workdir: str | os.PathLike | None = None, *, workers: int = 2,
+                 s3: Any = None, auth: bool = False, port: int | None = None):
+        super().__init__(workdir)
+        self.workers = workers
+        if s3 is not None and not isinstance(s3, dict):
+            s3 = {"endpoint_url": s3.endpoint_url, "key": s3.access_key, "secret": s3.secret_key}
+        self._s3 = s3
+        self._refresh = secrets.token_urlsafe(24) if auth else ""
+        self.port = port or 0
+
+    @property
+    def refresh_token(self) -> str:
+        return self._refresh
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def prepare(self) -> None:
+        if not self.port:
+            self.port = free_port()
+        (self.workdir / "state").mkdir(exist_ok=True)
+
+    def command(self) -> list[str]:
+        argv = [sys.executable, "-m", "casa_facility.servicex.app", "--port", str(self.port),
+                "--state", str(self.workdir / "state"), "--workers", str(self.workers)]
+        if self._s3:
+            argv += ["--s3-endpoint", self._s3["endpoint_url"]]
+        return argv
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for var in ("CASA_SX_S3_KEY", "CASA_SX_S3_SECRET", "CASA_SX_REFRESH_TOKEN"):
+            env.pop(var, None)
+        if self._s3:
+            env["CASA_SX_S3_KEY"], env["CASA_SX_S3_SECRET"] = self._s3["key"], self._s3["secret"]
+        if self._refresh:
+            env["CASA_SX_REFRESH_TOKEN"] = self._refresh
+        return env
+
+    def is_ready(self) -> bool:
+        with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+            return bool(json.load(r)["workers_ready"])
+
+    def servicex_config(self, path: str | os.PathLike) -> str:
+        """Write a ``servicex.yaml`` for the plain servicex client (token = the refresh token)."""
+        import yaml
+
+        cfg = {"api_endpoints": [{"name": "casa", "endpoint": self.url, "token": self._refresh}],
+               "default_endpoint": "casa", "cache_path": str(self.workdir / "client-cache")}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(cfg, f)
+        return str(path)
+
+    def __getstate__(self) -> dict:
+        raise TypeError("a running ServiceXEndpoint does not pickle; pass its url instead")
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<ServiceXEndpoint {self.url} {state} s3={'yes' if self._s3 else 'local'} auth={bool(self._refresh)}>"
+
+
+def OutputSeaweedFS(workdir: str | os.PathLike | None = None, **kw: Any):
+    """A :class:`~casa_facility.services.s3.SeaweedFS` sized for ServiceX outputs.
+
+    ServiceX needs a bucket per request (the client reads bucket = request id). SeaweedFS stores
+    each bucket as a collection and grows 7 volumes for it; with the launcher's 1 GiB volume
+    limit and ``-volume.max=0`` (slots = free disk / limit) the 11th bucket on a 75 GB disk fails
+    with "No writable volumes and no free volumes left". 64 MiB volumes give ~16x the buckets.
+    """
+    from casa_facility.services.s3 import SeaweedFS
+
+    kw.setdefault("volume_size_mb", 64)
+    return SeaweedFS(workdir, **kw)
+

@@ -1,0 +1,385 @@
+"""The Skyhook service: an Arrow Flight server that scans files next to the storage.
+
+``GetFlightInfo`` takes a request (see :mod:`.protocol`) naming a file or a directory under the
+server root and answers one endpoint per file, so clients fetch files in parallel. ``DoGet``
+scans one file with the same readers the client-side path uses (:mod:`casa_data.readers`:
+pyarrow.dataset with row-group pruning for Parquet, uproot for ROOT TTrees; pyarrow.dataset for
+Arrow IPC) and streams the matching rows and columns as LZ4/ZSTD-compressed Arrow batches. A
+request with ``hist`` fills the histogram here and returns only its bins.
+
+The root is a local directory or ``s3://bucket/prefix`` (read with the S3 delivery path, with
+credentials from the standard AWS variables). Bearer tokens are checked on every call (static
+tokens, or WLCG JWTs whose ``storage.read`` scopes limit the paths: :mod:`.auth`); TLS is
+optional. Limits: concurrent scans (others wait ``queue_timeout`` then get "busy"), the process's
+resident memory, request size. Every failure is a Flight error carrying a JSON
+``extra_info`` the client turns back into the casa error; the service stays up.
+
+Run: ``python -m casa_facility.skyhook.server --root DIR --port 0 [--token-file F] [--issuer URL
+--jwks FILE] [--tls-cert C --tls-key K]``; it prints ``casa-skyhook listening on ...`` once
+serving. Known limit: a client that stops reading keeps its scan slot until gRPC gives up on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from casa_data import readers
+from casa_data.errors import CasaError, ObjectNotFoundError
+from casa_data.resolver import Candidate
+from casa_data.skyhook.protocol import fill_values
+from casa_facility.skyhook.auth import BearerAuth, WLCGVerifier, authorize
+from casa_data.skyhook.protocol import Request, decode, error_info, file_format
+
+__all__ = ["SkyhookServer", "Store", "main"]
+
+log = logging.getLogger("casa_data.skyhook")
+MAX_READ = 64 << 20  # bytes per raw "read" action
+
+
+# -- where the files are -----------------------------------------------------------------------
+class Store:
+    """Files under a root (a directory or ``s3://bucket/prefix``), addressed by relative path."""
+
+    def __init__(self, root: str, s3_options: dict[str, Any] | None = None):
+        if root.startswith(("s3://", "s3a://")):
+            from casa_data.paths.s3 import S3Path
+
+            self.path: Any = S3Path(**(s3_options or {}))
+            self.root = root.rstrip("/")
+        else:
+            from casa_data.paths.local import LocalPath
+
+            self.path = LocalPath()
+            self.root = os.path.realpath(os.path.expanduser(root))
+            if not os.path.isdir(self.root):
+                raise CasaError(f"Skyhook root {self.root} is not a directory")
+
+    def url(self, rel: str) -> str:
+        """The URL of ``rel``; refuses paths that leave the root."""
+        parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise ObjectNotFoundError(f"{rel!r}: '..' is not allowed in Skyhook paths")
+        url = "/".join([self.root, *parts])
+        if not url.startswith("s3"):
+            real = os.path.realpath(url)
+            if real != self.root and not real.startswith(self.root + os.sep):
+                raise ObjectNotFoundError(f"{rel!r} points outside the served directory")
+        return url
+
+    def list(self, rel: str) -> list[str]:
+        """Data files at ``rel`` (itself, or every Parquet/Arrow/ROOT file below it), sorted."""
+        from pyarrow import fs as pafs
+
+        afs, base = self.path.arrow_filesystem(self.url(rel))
+        info = afs.get_file_info(base)
+        if info.type == pafs.FileType.NotFound:
+            raise ObjectNotFoundError(f"{rel or '/'} does not exist on this Skyhook server")
+        if info.type == pafs.FileType.File:
+            infos = [info]
+        else:
+            infos = afs.get_file_info(pafs.FileSelector(base, recursive=True))
+        _, top = self.path.arrow_filesystem(self.root)
+        top = top.rstrip("/")
+        out = [i.path[len(top):].lstrip("/") for i in infos
+               if i.type == pafs.FileType.File and file_format(i.path)]
+        return sorted(out)
+
+    def candidate(self, rel: str) -> Candidate:
+        return Candidate(self.url(rel), self.path)
+
+
+# -- the server ----------------------------------------------------------------------------------
+def _rss() -> int:
+    """Resident memory of this process in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _flight_errors(fn):
+    """Turn any exception into a Flight error with a JSON ``extra_info``; the server stays up."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except flight.FlightError:
+            raise
+        except Exception as err:  # noqa: BLE001 - reported to the client, never fatal
+            raise _as_flight(err) from None
+
+    return wrapper
+
+
+def _as_flight(err: BaseException) -> flight.FlightError:
+    log.info("request failed: %s: %s", type(err).__name__, err)
+    return flight.FlightServerError(f"{type(err).__name__}: {err}", json.dumps(error_info(err)).encode())
+
+
+class SkyhookServer(flight.FlightServerBase):
+    """Scans under ``root`` for Flight clients. See the module docstring."""
+
+    def __init__(self, root: str, host: str = "127.0.0.1", port: int = 0, *, tokens: list[str] = (),
+                 verifier: WLCGVerifier | None = None,
+                 tls: tuple[bytes, bytes] | None = None, max_scans: int = 4,
+                 max_memory: int = 4 << 30, queue_timeout: float = 30.0,
+                 s3_options: dict[str, Any] | None = None):
+        scheme = "grpc+tls" if tls else "grpc+tcp"
+        auth = bool(tokens) or verifier is not None
+        middleware = {"auth": BearerAuth(list(tokens), verifier)} if auth else {}
+        certs = [flight.CertKeyPair(cert=tls[0], key=tls[1])] if tls else []
+        super().__init__(f"{scheme}://{host}:{port}", middleware=middleware, tls_certificates=certs)
+        self.store = Store(root, s3_options)
+        self.location = flight.Location(f"{scheme}://{host}:{self.port}")
+        self.max_scans, self.max_memory, self.queue_timeout = max_scans, max_memory, queue_timeout
+        self._slots = threading.BoundedSemaphore(max_scans)
+        self._running = 0
+        self._lock = threading.Lock()
+
+    # -- Flight methods ----------------------------------------------------------------------
+    @_flight_errors
+    def get_flight_info(self, context, descriptor):
+        req = decode(descriptor.command)
+        authorize(context, req.path)
+        files = self.store.list(req.path)
+        if not files:
+            raise ObjectNotFoundError(f"no Parquet, Arrow or ROOT file under {req.path or '/'}")
+        endpoints = [flight.FlightEndpoint(req.for_file(rel).encode(), [self.location]) for rel in files]
+        return flight.FlightInfo(pa.schema([]), descriptor, endpoints, -1, -1)
+
+    @_flight_errors
+    def do_get(self, context, ticket):
+        req = decode(ticket.ticket)
+        authorize(context, req.path)  # tickets are client-supplied: check again
+        self._acquire()
+        try:
+            schema, batches = self._scan(req)
+        except BaseException:
+            self._release()
+            raise
+        options = pa.ipc.IpcWriteOptions(compression=req.compression)
+        return flight.GeneratorStream(schema, self._guarded(batches), options=options)
+
+    def list_actions(self, context):
+        return [("health", "status, running scans and memory"), ("list", "data files under a path"),
+                ("count", "events under a path"), ("columns", "columns of the first file"),
+                ("read", "raw bytes of a file (no pushdown)")]
+
+    def do_action(self, context, action):
+        return [flight.Result(self._action(context, action.type, action.body.to_pybytes()))]
+
+    @_flight_errors
+    def _action(self, context, kind: str, raw: bytes) -> bytes:
+        if kind == "health":
+            return json.dumps({"status": "ok", "scans": self._running, "max_scans": self.max_scans,
+                               "rss": _rss(), "max_memory": self.max_memory}).encode()
+        if kind == "read":  # raw bytes, for the fsspec face (no pushdown)
+            try:
+                rng = json.loads(raw)
+                rel, start, end = str(rng["path"]), int(rng["start"]), int(rng["end"])
+            except (ValueError, KeyError, TypeError):
+                raise CasaError('the read action takes JSON {"path": ..., "start": ..., "end": ...}') from None
+            if not 0 <= start <= end or end - start > MAX_READ:
+                raise CasaError(f"byte range {start}-{end} invalid or above {MAX_READ >> 20} MB")
+            authorize(context, rel)
+            afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
+            with afs.open_input_file(path) as f:
+                return f.read_at(end - start, start)
+        if kind not in ("list", "count", "columns"):
+            raise CasaError(f"unknown action {kind!r}; known: health, list, count, columns, read")
+        req = decode(raw or b"{}")
+        authorize(context, req.path)
+        files = self.store.list(req.path)
+        if kind == "list":
+            body: dict[str, Any] = {"files": files, "sizes": [self._size(f) for f in files]}
+        elif kind == "count":
+            body = {"events": sum(readers.count_events(self.store.candidate(f), file_format(f) or "", req.tree)
+                                  for f in files)}
+        else:
+            if not files:
+                raise ObjectNotFoundError(f"no data file under {req.path or '/'}")
+            body = {"columns": readers.available_columns(self.store.candidate(files[0]),
+                                                         file_format(files[0]) or "", req.tree)}
+        return json.dumps(body).encode()
+
+    def _size(self, rel: str) -> int:
+        afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
+        return int(afs.get_file_info(path).size or 0)
+
+    # -- limits ------------------------------------------------------------------------------
+    def _acquire(self) -> None:
+        if self.max_memory and _rss() > self.max_memory:
+            raise flight.FlightUnavailableError(
+                f"Skyhook server is above its memory limit ({_rss() >> 20} MB > {self.max_memory >> 20} MB); "
+                "retry later or start it with a larger --max-memory-mb")
+        if not self._slots.acquire(timeout=self.queue_timeout):
+            raise flight.FlightUnavailableError(
+                f"Skyhook server busy: {self.max_scans} scans running for {self.queue_timeout:.0f} s; "
+                "retry later or start it with a larger --max-scans")
+        with self._lock:
+            self._running += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._running -= 1
+        self._slots.release()
+
+    def _guarded(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            for b in batches:
+                if self.max_memory and _rss() > self.max_memory:
+                    raise flight.FlightUnavailableError(
+                        f"scan aborted: Skyhook server memory above {self.max_memory >> 20} MB; "
+                        "use a smaller batch_size or retry later")
+                yield b
+        except flight.FlightError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise _as_flight(err) from None
+        finally:
+            self._release()
+
+    # -- scans -------------------------------------------------------------------------------
+    def _scan(self, req: Request) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        fmt = file_format(req.path)
+        if fmt is None:
+            raise ObjectNotFoundError(f"{req.path!r} is not a Parquet, Arrow IPC or ROOT file")
+        cand = self.store.candidate(req.path)
+        if req.hist is not None:
+            table = _histogram(cand, fmt, req)
+            return table.schema, iter(table.to_batches())
+        flt = req.parsed_filter()
+        if fmt == "ipc":
+            it = _iter_ipc(cand, req.columns, flt, req.batch_size)
+        else:
+            it = readers.iter_arrow(cand, fmt, req.tree, req.columns, flt, req.batch_size)
+        first = next(it, None)
+        if first is None:  # nothing passed: the schema a client-side read would give
+            empty = _read_ipc(cand, req.columns, flt) if fmt == "ipc" else \
+                readers.read_arrow(cand, fmt, req.tree, req.columns, flt)
+            return empty.schema, iter(())
+
+        def chain():
+            yield first
+            for b in it:
+                yield b if b.schema.equals(first.schema) else b.cast(first.schema)
+
+        return first.schema, chain()
+
+
+# -- Arrow IPC (the readers cover Parquet and ROOT) ---------------------------------------------------
+def _ipc_dataset(cand: Candidate):
+    import pyarrow.dataset as pads
+
+    fs, path = cand.path.arrow_filesystem(cand.url)
+    return pads.dataset(path, format="ipc", filesystem=fs)
+
+
+def _iter_ipc(cand: Candidate, columns, flt, step: int) -> Iterator[pa.RecordBatch]:
+    dset = _ipc_dataset(cand)
+    need = readers._wanted(dset.schema.names, columns, flt, cand.url)
+    push = readers._arrow_pushdown(flt, dset.schema)
+    if push is not None or flt is None:
+        for b in dset.to_batches(columns=list(columns) if columns is not None else None, filter=push,
+                                 batch_size=step):
+            if b.num_rows:
+                yield b
+        return
+    for b in dset.to_batches(columns=need, batch_size=step):
+        arr = readers._apply_filter(readers._from_arrow(b), columns, flt)
+        if len(arr):
+            yield from readers._to_arrow(arr).to_batches()
+
+
+def _read_ipc(cand: Candidate, columns, flt) -> pa.Table:
+    batches = list(_iter_ipc(cand, columns, flt, 1 << 20))
+    if batches:
+        return pa.Table.from_batches(batches)
+    dset = _ipc_dataset(cand)
+    cols = columns if columns is not None else dset.schema.names
+    return pa.Table.from_batches([], schema=pa.schema([dset.schema.field(c) for c in cols]))
+
+
+# -- histograms -------------------------------------------------------------------------------------
+def _histogram(cand: Candidate, fmt: str, req: Request) -> pa.Table:
+    """Fill ``req.hist`` from the file; one row per bin including under/overflow."""
+    import boost_histogram as bh
+
+    spec = req.hist
+    assert spec is not None
+    expr, weight = spec.filters()
+    need = sorted(expr.columns | (weight.columns if weight else set()))
+    if not expr.columns:
+        raise CasaError(f"histogram expression {spec.expr!r} uses no column")
+    flt = req.parsed_filter()
+    h = bh.Histogram(spec.axis(), storage=bh.storage.Weight())
+    if fmt == "ipc":
+        chunks = (readers._from_arrow(b) for b in _iter_ipc(cand, need, flt, req.batch_size))
+    else:
+        chunks = readers.iter_awkward(cand, fmt, req.tree, need, flt, req.batch_size)
+    for arr in chunks:
+        values, weights = fill_values(arr, expr, weight)
+        h.fill(values, weight=weights)
+    view = h.view(flow=True)
+    return pa.table({"value": pa.array(view.value), "variance": pa.array(view.variance)})
+
+
+# -- command line ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="casa-skyhook", description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", required=True, help="directory or s3://bucket/prefix to serve")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--token-file", help="accepted static bearer tokens, one per line")
+    p.add_argument("--issuer", help="trusted WLCG token issuer (with --jwks): storage.read scopes apply")
+    p.add_argument("--jwks", help="JSON Web Key Set file of the --issuer (read once, offline)")
+    p.add_argument("--audience", help="required token audience (default: not checked)")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--max-scans", type=int, default=4)
+    p.add_argument("--max-memory-mb", type=int, default=4096)
+    p.add_argument("--queue-timeout", type=float, default=30.0)
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL for an s3:// root (keys from AWS_* variables)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    tokens = []
+    if a.token_file:
+        with open(a.token_file) as f:
+            tokens = [line.strip() for line in f if line.strip()]
+        if not tokens:
+            p.error(f"--token-file {a.token_file} holds no token")
+    tls = None
+    if a.tls_cert or a.tls_key:
+        if not (a.tls_cert and a.tls_key):
+            p.error("TLS needs both --tls-cert and --tls-key")
+        with open(a.tls_cert, "rb") as c, open(a.tls_key, "rb") as k:
+            tls = (c.read(), k.read())
+    s3 = {"endpoint_url": a.s3_endpoint} if a.s3_endpoint else {}
+    verifier = None
+    if a.issuer or a.jwks:
+        if not (a.issuer and a.jwks):
+            p.error("WLCG tokens need both --issuer and --jwks")
+        with open(a.jwks) as f:
+            verifier = WLCGVerifier(a.issuer, json.load(f), a.audience)
+    server = SkyhookServer(a.root, a.host, a.port, tokens=tokens, verifier=verifier, tls=tls, max_scans=a.max_scans,
+                           max_memory=a.max_memory_mb << 20, queue_timeout=a.queue_timeout, s3_options=s3)
+    print(f"casa-skyhook listening on {server.location.uri.decode()} (root {a.root}, "
+          f"auth {'on' if tokens or verifier else 'off'}, tls {'on' if tls else 'off'})", flush=True)
+    server.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
