@@ -6,7 +6,7 @@
 
 Modules: :mod:`.spec` (the YAML schema), :mod:`.expr` (the expression grammar), :mod:`.check`
 (types, columns, push-down), :mod:`.processor` (the coffea processor), :mod:`.outputs`,
-:mod:`.cache`, :mod:`.materialize` (Skyhook/ServiceX reductions), :mod:`.run`, :mod:`.cli`. Examples: ``casa_compute/pipeline/examples/*.yaml``.
+:mod:`.cache`, :mod:`.materialize` (Skyhook/ServiceX reductions), :mod:`.run` (the command is `casa_cli.run`). Examples: ``casa_compute/pipeline/examples/*.yaml``.
 """
 
 from __future__ import annotations
