@@ -27,6 +27,7 @@ argument, ``$CASA_CATALOG`` (colon-separated), ``catalogs:`` in the configuratio
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from .config import get_config, user_config_dir
 from .errors import CatalogError, DatasetNotFoundError
-from .yamlspec import load_yaml, validate_yaml
+from .yamlspec import load_yaml, locate, validate_yaml
 
 __all__ = ["Replica", "FileEntry", "DatasetSpec", "Catalog", "get_catalog", "catalog_search_path"]
 
@@ -188,13 +189,7 @@ class Catalog:
             self._load(f)
 
     def _load(self, path: Path) -> None:
-        data, node = load_yaml(path)
-        if data is None:
-            return
-        top = validate_yaml(_CatalogFile, data, path, node)
-        for i, entry in enumerate(top.datasets):
-            spec = validate_yaml(DatasetSpec, entry, path, node, prefix=("datasets", i),
-                                 context={"base": path.parent})
+        for spec in _parse_file(path):
             if spec.name in self._specs:
                 raise CatalogError(
                     f"dataset {spec.name!r} is defined twice: in {self._origin[spec.name]} and in {path}"
@@ -206,8 +201,8 @@ class Catalog:
         return sorted(self._specs)
 
     def get(self, name: str) -> DatasetSpec:
-        try:
-            return self._specs[name]
+        try:  # a copy: specs are shared through the parse cache, a caller may change its own
+            return self._specs[name].model_copy(deep=True)
         except KeyError:
             raise DatasetNotFoundError(name, self._specs, [str(f) for f in self.files]) from None
 
@@ -225,6 +220,50 @@ class Catalog:
         return f"<Catalog {len(self)} datasets from {len(self.files)} file(s)>"
 
 
+# path -> ((mtime_ns, size, inode), datasets): a catalog file is parsed once per version of it.
+_PARSED: dict[Path, tuple[tuple[int, int, int], list[DatasetSpec]]] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def _parse_file(path: Path) -> list[DatasetSpec]:
+    """The datasets of one catalog file, parsed and validated once per (path, mtime, size, inode).
+
+    The specs are shared between catalogs: :meth:`Catalog.get` hands out copies.
+    """
+    try:
+        st = path.stat()
+    except OSError as err:
+        raise CatalogError(f"catalog {path} cannot be read: {err.strerror or err}") from None
+    version = (st.st_mtime_ns, st.st_size, st.st_ino)
+    hit = _PARSED.get(path)
+    if hit is None or hit[0] != version:
+        try:
+            data, node = load_yaml(path)
+        except OSError as err:
+            raise CatalogError(f"catalog {path} cannot be read: {err.strerror or err}") from None
+        specs: list[DatasetSpec] = []
+        if data is not None:
+            if not isinstance(data, dict):
+                raise CatalogError(f"{path}:1:1: a catalog is a mapping with a 'datasets:' list")
+            top = validate_yaml(_CatalogFile, data, path, node)
+            seen: dict[str, int] = {}
+            for i, entry in enumerate(top.datasets):
+                spec = validate_yaml(DatasetSpec, entry, path, node, prefix=("datasets", i),
+                                     context={"base": path.parent})
+                if spec.name in seen:
+                    a, b = (locate(node, ("datasets", j, "name")) for j in (seen[spec.name], i))
+                    raise CatalogError(f"{path}:{b[0] if b else '?'}: dataset {spec.name!r} is defined twice in "
+                                       f"{path.name}: at lines {a[0] if a else '?'} and {b[0] if b else '?'}")
+                seen[spec.name] = i
+                specs.append(spec)
+        with _PARSED_LOCK:
+            if len(_PARSED) > 256:
+                _PARSED.clear()
+            _PARSED[path] = (version, specs)
+        hit = (version, specs)
+    return hit[1]
+
+
 def get_catalog(extra: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> Catalog:
-    """The catalog from the search path (re-read each call, so edits are seen at once)."""
+    """The catalog from the search path (each file parsed once per version: edits are seen at once)."""
     return Catalog(catalog_search_path(extra))

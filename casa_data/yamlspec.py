@@ -15,17 +15,95 @@ __all__ = ["load_yaml", "validate_yaml", "locate"]
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_ALIAS_NODES = 10_000   # nodes added by expanding YAML aliases (billion-laughs bombs are refused)
+MAX_DEPTH = 200            # nesting of mappings and sequences
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: one fast parse
+
+
+def _where(path: Path, mark: Any) -> str:
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+
+
+def _check_tree(root: yaml.Node, path: Path, error: type[Exception]) -> None:
+    """Refuse duplicate mapping keys, alias bombs and excessive nesting, walking each node once."""
+    size: dict[int, int] = {}  # id(node) -> nodes once every alias below it is expanded
+    # iterative post-order walk (no recursion limit), each distinct node visited once
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    distinct = 0
+    while stack:
+        node, depth, done = stack.pop()
+        if done:
+            kids = ([k for pair in node.value for k in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+            size[id(node)] = 1 + sum(size[id(k)] for k in kids)
+            continue
+        if id(node) in size:
+            continue
+        size[id(node)] = 0  # in progress (YAML aliases cannot form cycles in the composed tree)
+        distinct += 1
+        if depth > MAX_DEPTH:
+            raise error(f"{_where(path, node.start_mark)}: YAML nested more than {MAX_DEPTH} levels deep")
+        stack.append((node, depth, True))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple, yaml.Node] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    ident = (k.tag, k.value)
+                    if ident in seen:
+                        first = seen[ident]
+                        raise error(f"{_where(path, k.start_mark)}: duplicate key {k.value!r}: already at line "
+                                    f"{first.start_mark.line + 1} of {path.name} (YAML keeps only the last one; "
+                                    "remove or rename one of them)")
+                    seen[ident] = k
+                for child in (v, k):
+                    if id(child) not in size:
+                        stack.append((child, depth + 1, False))
+        elif isinstance(node, yaml.SequenceNode):
+            for child in reversed(node.value):
+                if id(child) not in size:
+                    stack.append((child, depth + 1, False))
+    expanded = size[id(root)]
+    if expanded - distinct > MAX_ALIAS_NODES:
+        raise error(f"{path}: YAML aliases (*name) expand to {expanded:,} nodes from {distinct:,} written; "
+                    f"at most {MAX_ALIAS_NODES:,} nodes may come from aliases (write the content out)")
+
+
 def load_yaml(path: Path, error: type[Exception] = CatalogError) -> tuple[Any, yaml.Node | None]:
-    """Parse ``path``; return the data and the node tree (for line numbers)."""
-    text = path.read_text()
+    """Parse ``path`` once; return the data and the node tree (for line numbers).
+
+    Every problem is ``error`` with ``file:line:column``: malformed YAML, invalid UTF-8, duplicate
+    keys (YAML would silently keep the last), alias bombs, nesting deeper than :data:`MAX_DEPTH`.
+    """
+    raw = Path(path).read_bytes()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err)
-        raise error(f"{where}: malformed YAML: {problem}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        col = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise error(f"{path}:{line}:{col}: not valid UTF-8 (byte {raw[err.start:err.start + 1]!r} at offset "
+                    f"{err.start}); save the file as UTF-8") from None
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            problem = getattr(err, "problem", None) or str(err)
+            raise error(f"{_where(path, mark)}: malformed YAML: {problem}") from None
+        if node is None:
+            return None, None
+        _check_tree(node, path, error)
+        try:
+            data = loader.construct_document(node)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+            problem = getattr(err, "problem", None) or str(err)
+            raise error(f"{_where(path, mark)}: malformed YAML: {problem}") from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as err:  # e.g. a date 2024-13-45
+            raise error(f"{path}: a value cannot be read: {type(err).__name__}: {err}") from None
+    finally:
+        loader.dispose()
     return data, node
 
 

@@ -9,7 +9,22 @@ from typing import Any
 
 import hist
 
-__all__ = ["write_outputs", "root_name"]
+__all__ = ["write_outputs", "root_name", "output_file"]
+
+
+def output_file(outdir: Path, fname: str) -> Path:
+    """``outdir / fname``, refusing a name that would land outside ``outdir`` (``../x``, ``/x``, links).
+
+    Spec validation already refuses such histogram names; this is the check at write time.
+    """
+    from .expr import PipelineError
+
+    base = Path(outdir).resolve()
+    target = (base / fname).resolve()
+    if "/" in fname or "\\" in fname or fname in ("", ".", "..") or target.parent != base:
+        raise PipelineError(f"output file name {fname!r} is not a plain file name in {base}; "
+                            "histogram names may use letters, digits and _ . + - only")
+    return target
 
 
 def root_name(hist_name: str, label: str | None) -> str:
@@ -49,6 +64,8 @@ def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, 
                     f[key] = part
         written.append("histograms.root")
     if "png" in formats:
+        for name in hists:
+            output_file(outdir, f"{name}.png")  # every name checked before anything is drawn
         for name, h in hists.items():
             png = _plot(outdir, name, h, summary, notes, (titles or {}).get(name) or name)
             if png:
@@ -92,7 +109,7 @@ def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str]
             return None
         ax.set_title(title, fontsize=14, loc="right")
         fname = f"{name}.png"
-        fig.savefig(outdir / fname, dpi=80, bbox_inches="tight")
+        fig.savefig(output_file(outdir, fname), dpi=80, bbox_inches="tight")
         return fname
     finally:
         plt.close(fig)

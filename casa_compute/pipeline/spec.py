@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +60,10 @@ from .expr import Expr, PipelineError, Where, located
 __all__ = ["PipelineSpec", "Pipeline", "load_spec", "DatasetEntry", "Histogram", "Axis"]
 
 _IDENT = r"^[A-Za-z][A-Za-z0-9_]*$"
+# Histogram names become file names (``<name>.png``) in the output directory: no path separators.
+HIST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+MAX_BINS = 1_000_000          # per axis
+MAX_CELLS = 10_000_000        # per histogram (all axes, flow bins included, before the dataset axis)
 
 
 class _Strict(BaseModel):
@@ -104,11 +109,11 @@ class Axis(_Strict):
     name: str = Field(pattern=_IDENT)
     expr: str | None = None
     type: Literal["regular", "variable", "integer", "category"] | None = None
-    bins: int | None = Field(None, gt=0)
-    start: float | None = None
-    stop: float | None = None
-    edges: list[float] | None = Field(None, min_length=2)
-    categories: list[StrictInt] | None = Field(None, min_length=1)
+    bins: int | None = Field(None, gt=0, le=MAX_BINS)
+    start: float | None = Field(None, allow_inf_nan=False)
+    stop: float | None = Field(None, allow_inf_nan=False)
+    edges: list[float] | None = Field(None, min_length=2, max_length=MAX_BINS + 1)
+    categories: list[StrictInt] | None = Field(None, min_length=1, max_length=MAX_BINS)
     label: str | None = None
     flow: bool = True
 
@@ -126,7 +131,20 @@ class Axis(_Strict):
             raise ValueError(f"start ({self.start}) must be below stop ({self.stop})")
         if self.edges is not None and any(b <= a for a, b in zip(self.edges, self.edges[1:])):
             raise ValueError("edges must increase strictly")
+        if self.type == "integer" and self.ncells() > MAX_BINS + 2:
+            raise ValueError(f"an integer axis from {self.start} to {self.stop} has more than {MAX_BINS} bins")
         return self
+
+    def ncells(self) -> int:
+        """Bins of this axis, flow bins included (the memory a histogram needs along it)."""
+        flow = 2 if self.flow else 0
+        if self.type == "regular":
+            return int(self.bins or 0) + flow
+        if self.type == "variable":
+            return len(self.edges or ()) - 1 + flow
+        if self.type == "integer":
+            return int(self.stop or 0) - int(self.start or 0) + flow
+        return len(self.categories or ()) + 1
 
 
 class Histogram(_Strict):
@@ -135,6 +153,16 @@ class Histogram(_Strict):
     weight: str | None = None
     by_dataset: bool = True
     title: str | None = None
+
+    @model_validator(mode="after")
+    def _size(self) -> "Histogram":
+        cells = 1
+        for a in self.axes:
+            cells *= max(a.ncells(), 1)
+            if cells > MAX_CELLS:
+                raise ValueError(f"the axes make more than {MAX_CELLS:,} bins (at most {MAX_BINS:,} per axis); "
+                                 "use fewer bins")
+        return self
 
 
 class Outputs(_Strict):
@@ -288,6 +316,14 @@ def _check_names(pipe: Pipeline) -> None:
                 raise pipe.error(loc, f"{name!r} is already defined in {owner[name]}; pick another name")
             owner[name] = section
     for hname, h in spec.histograms.items():
+        if not re.match(HIST_NAME, hname) or ".." in hname:
+            top = _node_at(pipe.node, ("histograms",))
+            key = next((k for k, _ in top.value if k.value == hname), None) if isinstance(top, yaml.MappingNode) \
+                else None
+            pos = (key.start_mark.line + 1, key.start_mark.column + 1) if key is not None else (None, None)
+            raise PipelineError(located(pipe.path, *pos, f"histogram name {hname!r} is not allowed: it names "
+                                        "the output files, so letters, digits and _ . + - only (no '/', no '..')",
+                                        f"histograms.{hname}"))
         if h.region is not None and h.region not in spec.regions:
             hint = close_matches(h.region, spec.regions)
             raise pipe.error(("histograms", hname, "region"), f"unknown region {h.region!r}; "
