@@ -2,7 +2,8 @@
 
 What facilities run as their object store. Debian packages (``apt-get install
 --no-install-recommends ceph-mon ceph-osd radosgw ceph-common``, ~290 MB); boots in ~15 s; no
-systemd, no cephadm: each daemon runs in the foreground in its own process group. Settings from
+systemd, no cephadm: each daemon runs in the foreground in its own process group (the three
+:class:`~casa_facility.services.base.Daemon` parts of one service, stopped in reverse order). Settings from
 ../shared/notes/object-stores-and-skyhook.md: auth ``none`` with ``ms_mon_client_mode = crc
 secure`` (else radosgw cannot talk to the mon), pools of size 1, a file-backed BlueStore, and one
 warm-up PUT (the first write creates the data pool and is slow).
@@ -17,14 +18,12 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 from casa_data.errors import ServiceError
-from casa_facility.services.base import LOOPBACK, Service, port_open
+from casa_facility.services.base import LOOPBACK, Daemon, Part, Service, port_open
 from casa_facility.services.s3 import S3Server
 
 __all__ = ["CephRGW"]
@@ -46,6 +45,7 @@ class CephRGW(S3Server, Service):
 
     name = "ceph-rgw"
     binary = "radosgw"
+    binaries = ("ceph-mon", "ceph-osd", "monmaptool", "ceph-authtool", "ceph", "radosgw-admin")
     install_hint = "apt-get install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common"
     startup_timeout = 120.0
     osd_size_gb = 12
@@ -56,8 +56,10 @@ class CephRGW(S3Server, Service):
         super().__init__(workdir)
         self.access_key = access_key or "casa" + secrets.token_hex(6)
         self._secret_key = secret_key or secrets.token_urlsafe(24)
-        self.procs: list[subprocess.Popen] = []
         self.port = 0
+        self._mon1 = self._mon2 = 0
+        self._fsid = self._osd_id = ""
+        self._user = False
 
     @property
     def secret_key(self) -> str:
@@ -71,17 +73,25 @@ class CephRGW(S3Server, Service):
     def conf(self) -> Path:
         return self.workdir / "ceph.conf"
 
-    # -- Service hooks (the rgw process is the "main" one) ---------------------------------------
-    def command(self) -> list[str]:
-        return ["radosgw", "-n", "client.rgw.x", "-f", "-c", str(self.conf)]
-
+    # -- Service hooks: mon, then the OSD, then radosgw (ready: a user and a warm-up PUT) -----------
     def env(self) -> dict[str, str]:
         return {**os.environ, "CEPH_CONF": str(self.conf)}
+
+    def daemons(self) -> list[Part]:
+        conf = ["-c", str(self.conf)]
+        mon = Daemon("mon", ["ceph-mon", "-i", "a", "-f", *conf], setup=self._mkfs_mon, timeout=60, poll=0.3,
+                     ready=lambda: self._run(["ceph", "-s", "--connect-timeout", "3"], check=False).returncode == 0,
+                     log=self.workdir / "mon.out", logs=[self.workdir / "log" / "ceph-mon.a.log"])
+        osd = Daemon("osd", lambda: ["ceph-osd", "-i", self._osd_id, "-f", *conf], setup=self._mkfs_osd,
+                     ready=self._osd_up, timeout=60, poll=0.3, log=self.workdir / "osd.out")
+        rgw = Daemon("radosgw", ["radosgw", "-n", "client.rgw.x", "-f", *conf], ready=self.is_ready,
+                     log=self.log_path)
+        return [mon, osd, rgw]
 
     def is_ready(self) -> bool:
         if not port_open(self.port):
             return False
-        if not getattr(self, "_user", False):
+        if not self._user:
             self._run(["radosgw-admin", "user", "create", "--uid=casa", "--display-name=casa",
                        f"--access-key={self.access_key}", f"--secret-key={self._secret_key}"], quiet=True)
             self._user = True
@@ -94,17 +104,16 @@ class CephRGW(S3Server, Service):
         return True
 
     def prepare(self) -> None:
-        for tool in ("ceph-mon", "ceph-osd", "monmaptool", "ceph-authtool", "ceph", "radosgw-admin"):
-            if not shutil.which(tool):
-                raise ServiceError(f"{self.name}: {tool!r} is not installed; install with: {self.install_hint}")
+        self._user = False
         base = _free_range(13)
-        mon2, mon1, self.port = base, base + 1, base + 2
+        self._mon2, self._mon1, self.port = base, base + 1, base + 2
+        mon2, mon1 = self._mon2, self._mon1
         d = self.workdir
         for sub in ("mon", "osd", "run", "log", "crash", "rgw"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        fsid = str(uuid.uuid4())
+        self._fsid = str(uuid.uuid4())
         self.conf.write_text(f"""[global]
-fsid = {fsid}
+fsid = {self._fsid}
 mon_host = [v2:{LOOPBACK}:{mon2},v1:{LOOPBACK}:{mon1}]
 public_addr = {LOOPBACK}
 ms_bind_ipv4 = true
@@ -145,78 +154,36 @@ rgw_frontends = beast endpoint={LOOPBACK}:{self.port}
 rgw_dns_name = localhost
 rgw_data = {d}/rgw
 """)
-        keyring = d / "keyring"
+
+    def _mkfs_mon(self) -> None:
+        d = self.workdir
+        keyring, monmap = d / "keyring", d / "monmap"
         self._run(["ceph-authtool", "--create-keyring", str(keyring), "--gen-key", "-n", "mon.",
                    "--cap", "mon", "allow *"])
-        monmap = d / "monmap"
-        self._run(["monmaptool", "--create", "--addv", "a", f"[v2:{LOOPBACK}:{mon2},v1:{LOOPBACK}:{mon1}]",
-                   "--fsid", fsid, str(monmap)])
+        self._run(["monmaptool", "--create", "--addv", "a",
+                   f"[v2:{LOOPBACK}:{self._mon2},v1:{LOOPBACK}:{self._mon1}]", "--fsid", self._fsid, str(monmap)])
         self._run(["ceph-mon", "--mkfs", "-i", "a", "--monmap", str(monmap), "--keyring", str(keyring)])
-        self._spawn(["ceph-mon", "-i", "a", "-f"], "mon")
-        self._wait(lambda: self._run(["ceph", "-s", "--connect-timeout", "3"], check=False).returncode == 0,
-                   "the monitor")
+
+    def _mkfs_osd(self) -> None:
         osd_uuid = str(uuid.uuid4())
-        osd_id = self._run(["ceph", "osd", "new", osd_uuid]).stdout.strip()
-        (d / "osd" / f"ceph-{osd_id}").mkdir(parents=True, exist_ok=True)
-        self._run(["ceph-osd", "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid])
-        self._spawn(["ceph-osd", "-i", osd_id, "-f"], "osd")
-        self._wait(self._osd_up, "the OSD")
+        self._osd_id = self._run(["ceph", "osd", "new", osd_uuid]).stdout.strip()
+        (self.workdir / "osd" / f"ceph-{self._osd_id}").mkdir(parents=True, exist_ok=True)
+        self._run(["ceph-osd", "-i", self._osd_id, "--mkfs", "--osd-uuid", osd_uuid])
 
     def _osd_up(self) -> bool:
         out = self._run(["ceph", "osd", "stat", "-f", "json"], check=False)
         return out.returncode == 0 and json.loads(out.stdout or "{}").get("num_up_osds", 0) >= 1
 
-    # -- processes ---------------------------------------------------------------------------------
-    def _run(self, argv: list[str], check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
-        out = subprocess.run(argv + ["-c", str(self.conf)] if argv[0] in ("ceph", "ceph-mon", "ceph-osd", "radosgw-admin")
-                             else argv, capture_output=True, text=True, env=self.env(), cwd=self.workdir, timeout=60)
+    def _run(self, argv: list[str], check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+        if argv[0] in ("ceph", "ceph-mon", "ceph-osd", "radosgw-admin"):
+            argv = argv + ["-c", str(self.conf)]
+        out = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=self.workdir, timeout=60)
         if check and out.returncode != 0:
             shown = " ".join(a if self._secret_key not in a else "--secret-key=***" for a in argv)
             raise ServiceError(f"{self.name}: `{shown}` failed ({out.returncode}): {out.stderr.strip()[-800:]}")
         return out
 
-    def _spawn(self, argv: list[str], label: str) -> None:
-        log = open(self.workdir / f"{label}.out", "ab")
-        try:
-            self.procs.append(subprocess.Popen(argv + ["-c", str(self.conf)], stdin=subprocess.DEVNULL,
-                                               stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                               cwd=self.workdir, start_new_session=True))
-        finally:
-            log.close()
-
-    def _wait(self, ready, what: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            dead = [p for p in self.procs if p.poll() is not None]
-            if dead:
-                self._stop_daemons()
-                raise ServiceError(f"{self.name}: a daemon exited while waiting for {what}; logs in {self.workdir}/log")
-            if ready():
-                return
-            time.sleep(0.3)
-        self._stop_daemons()
-        raise ServiceError(f"{self.name}: {what} did not come up within {timeout:.0f} s; logs in {self.workdir}/log")
-
-    def _stop_daemons(self, timeout: float = 10.0) -> None:
-        procs, self.procs = self.procs, []
-        for p in reversed(procs):  # osd before mon
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        super().stop(timeout)  # radosgw
-        self._stop_daemons(timeout)
-
-    def cleanup(self) -> None:
+    def after_stop(self) -> None:
         self._client = None
         if self._own_workdir:  # the 12 GB sparse block file: drop the data, keep the logs
             shutil.rmtree(self.workdir / "osd", ignore_errors=True)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from casa_facility.services.base import LOOPBACK, Service, free_port
+from casa_facility.services.base import LOOPBACK, Service
 
 __all__ = ["SeaweedFS", "weed_binary"]
 
@@ -119,14 +119,8 @@ class SeaweedFS(S3Server, Service):
         return super().check_binary()
 
     def prepare(self) -> None:
-        names = ["s3", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc"]
-        taken: set[int] = set()
-        for n in names:  # free_port can hand the same port twice in a row: keep them distinct
-            p = free_port()
-            while p in taken:
-                p = free_port()
-            taken.add(p)
-            self.ports[n] = p
+        self.ports = {}
+        self.allocate_ports("s3", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
         (self.workdir / "data").mkdir(exist_ok=True)
         identity = {
             "identities": [{
@@ -167,7 +161,7 @@ class SeaweedFS(S3Server, Service):
         # weed's graceful shutdown takes ~30 s while idle; writes are durable once acknowledged.
         super().stop(timeout)
 
-    def cleanup(self) -> None:
+    def after_stop(self) -> None:
         self._client = None
         if self._own_workdir:  # keep the log (errors quote it), drop the data
             import shutil

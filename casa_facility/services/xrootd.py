@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from casa_data.errors import ServiceError
-from casa_facility.services.base import LOOPBACK, Service, free_port, port_open
+from casa_facility.services.base import LOOPBACK, Part, Service, free_port, port_open
 from casa_facility.services.pki import PKI, TestIssuer, make_test_pki
 
 __all__ = ["XRootDOrigin", "XCache", "XRootDStack", "bind_shim", "shared_pki", "XROOTD_INSTALL_HINT"]
@@ -342,7 +342,7 @@ def _usable(d: Path) -> bool:
             return False
         pki = _pki_at(d)
         cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
-        left = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+        left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
         return left > dt.timedelta(days=2) and pki.server_key.is_file() and any(pki.ca_dir.glob("*.0"))
     except (OSError, ValueError):
         return False
@@ -377,25 +377,27 @@ def shared_pki() -> PKI:
     return _pki_at(d)
 
 
-class XRootDStack:
+class XRootDStack(Service):
     """Origin + XCache, both token-protected, + test issuer and PKI, in one 0755 work directory.
 
     ``auth=False``: neither takes tokens; ``origin_auth=False``: only the XCache does (the origin
     is then open on loopback and the XCache reads it without TLS).
 
-    ``start()`` brings both up (origin first) and ``stop()`` stops both; each server can also be
+    A :class:`Service` whose two parts are the servers' own launchers: ``start()`` brings both up
+    (origin first; a failure stops what started) and ``stop()`` stops both; each server can also be
     stopped and restarted alone (``stack.origin.stop()``, ``stack.xcache.start()``) for fault tests.
 
     Stacks share one test CA (:func:`shared_pki`) unless given ``pki``: the XRootD client reads its
     CA directory once per process, so a second CA would fail TLS.
     """
 
-    def __init__(self, data_dir: str | os.PathLike, workdir: str | os.PathLike | None = None,
+    name = "xrootd-stack"
+
+    def __init__(self, data_dir: str | os.PathLike[str], workdir: str | os.PathLike[str] | None = None,
                  auth: bool = True, audience: str = "casa-xcache", pki: PKI | None = None,
                  origin_auth: bool | None = None, **tuning: Any):
-        self._own = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="casa-xrootd-", dir=_workdir_base()))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir or tempfile.mkdtemp(prefix="casa-xrootd-", dir=_workdir_base()))
+        self._own_workdir = workdir is None
         os.chmod(self.workdir, 0o755)  # mkdtemp's 0700 would lock the xrootd user out
         self.issuer = TestIssuer(audience=audience)
         self.pki = pki or shared_pki()
@@ -435,29 +437,16 @@ class XRootDStack:
                       "xrootd": {}},
         }
 
-    def start(self) -> "XRootDStack":
-        self.origin.start()
-        try:
-            self.xcache.start()
-        except BaseException:
-            self.origin.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        self.xcache.stop()
-        self.origin.stop()
+    def daemons(self) -> list[Part]:
+        return [self.origin, self.xcache]
 
     def cleanup(self) -> None:
         """Stop and remove the work directory (if this stack created it)."""
         self.stop()
-        if self._own:
+        if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "XRootDStack":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
     def __repr__(self) -> str:
