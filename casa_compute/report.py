@@ -4,6 +4,7 @@ and the worker plugin that forwards the bearer token without ever printing it.""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Report:
     dashboard: str | None = None
     stalled: str | None = None  # why the run gave up waiting for workers
 
-    def add(self, stats, failures, wall: float) -> None:
+    def add(self, stats: Iterable[ChunkStat], failures: Iterable[ChunkFailure], wall: float) -> None:
         self.stats = sorted(stats, key=lambda s: s.index)
         self.failures = sorted(failures, key=lambda f: f.index)
         self.wall_seconds = wall
@@ -125,7 +126,7 @@ class RunResult:
     output: Any
     report: Report
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter((self.output, self.report))
 
 
@@ -149,10 +150,10 @@ class TokenPlugin(WorkerPlugin):
         self._token = token
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "TokenPlugin":
+    def from_file(cls, path: str | os.PathLike[str]) -> TokenPlugin:
         return cls(Path(path).read_bytes())
 
-    def setup(self, worker) -> None:
+    def setup(self, worker: Any) -> None:
         d = Path(getattr(worker, "local_directory", None) or "/tmp")
         path = d / "casa_bearer_token"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -160,7 +161,7 @@ class TokenPlugin(WorkerPlugin):
             f.write(self._token)
         os.environ["BEARER_TOKEN_FILE"] = str(path)
 
-    def teardown(self, worker) -> None:
+    def teardown(self, worker: Any) -> None:
         pass
 
     def __repr__(self) -> str:

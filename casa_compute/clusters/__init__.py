@@ -9,15 +9,20 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import ClusterError, ensure_config, setting
+
+if TYPE_CHECKING:
+    from distributed.deploy.spec import SpecCluster
+
+    from casa_compute.types import ClusterKind
 
 __all__ = ["cluster", "detect_kind", "KINDS", "ClusterError"]
 
 ensure_config()  # like dask_jobqueue: importing the package registers its config defaults
 
-KINDS = {
+KINDS: dict[str, str] = {
     "local": "casa_compute.clusters.local:CasaLocalCluster",
     "slurm": "casa_compute.clusters.slurm:CasaSLURMCluster",
     "htcondor": "casa_compute.clusters.coffea_casa:CoffeaCasaCluster",
@@ -36,9 +41,16 @@ def detect_kind() -> str:
     return "local"
 
 
-def cluster(kind: str | None = None, **kwargs: Any):
+def cluster(kind: ClusterKind | str | None = None, **kwargs: Any) -> SpecCluster:
     """Create a cluster of ``kind`` ("auto", "local", "slurm", "htcondor"; default from dask
-    config ``casa-compute.kind``). Keyword arguments go to the cluster class."""
+    config ``casa-compute.kind``). Keyword arguments go to the cluster class.
+
+    Returns
+    -------
+    distributed.SpecCluster
+        A :class:`CasaLocalCluster`, :class:`CasaSLURMCluster` or :class:`CoffeaCasaCluster`;
+        a context manager that closes the cluster.
+    """
     import importlib
 
     ensure_config()
@@ -46,9 +58,10 @@ def cluster(kind: str | None = None, **kwargs: Any):
     if kind == "auto":
         kind = detect_kind()
     try:
-        target = KINDS[kind]
+        target = KINDS[str(kind)]
     except KeyError:
         raise ClusterError(f"unknown cluster kind {kind!r}; choose one of "
                            f"{['auto', *KINDS]}") from None
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)(**kwargs)
+    cls: type[SpecCluster] = getattr(importlib.import_module(module), name)
+    return cls(**kwargs)
