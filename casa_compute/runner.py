@@ -23,12 +23,17 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .chunks import (Chunk, arrow_chunks, chunks_of, files_of, is_arrow, open_and_count,
                      open_parquet, open_root, plan_chunks)
 from .events import root_events
 from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .types import ClusterLike, DatasetLike, Processor
 
 __all__ = ["run", "RunResult", "Report", "RunError"]
 
@@ -260,10 +265,11 @@ def _client_for(cluster):
     return client, [client, *owned[::-1]]
 
 
-def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=None,
-        retries: int = 2, skip_bad_files: bool = False, progress: bool = True,
-        token: str | os.PathLike | None = "auto", fanin: int = 8, dataset_name: str | None = None,
-        no_workers_timeout: float = 600.0, console=None) -> RunResult:
+def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None = None, *,
+        chunksize: int = 100_000, schema: type[Any] | None = None, retries: int = 2,
+        skip_bad_files: bool = False, progress: bool = True,
+        token: str | os.PathLike[str] | None = "auto", fanin: int = 8, dataset_name: str | None = None,
+        no_workers_timeout: float = 600.0, console: Console | None = None) -> RunResult:
     """Run a coffea processor over a dataset.
 
     Parameters
@@ -324,7 +330,8 @@ def run(processor, dataset, cluster=None, *, chunksize: int = 100_000, schema=No
     return _finish(processor, part, report, t0, skip_bad_files)
 
 
-def _finish(processor, part: _Partial, report: Report, t0: float, skip_bad_files: bool):
+def _finish(processor: Processor, part: _Partial, report: Report, t0: float, skip_bad_files: bool
+            ) -> RunResult:
     output = part.output
     if output is not None and hasattr(processor, "postprocess"):
         post = processor.postprocess(output)
