@@ -12,13 +12,23 @@ APT_PACKAGES := xrootd-server xrootd-server-plugins xrootd-client xrootd-client-
                 slurmctld slurmd slurm-client munge \
                 ceph-mon ceph-osd radosgw ceph-common
 
-.PHONY: demo test setup apt venv clean bench
+# What `make lint` checks (rules in pyproject.toml: [tool.ruff]; mypy's files and strictness: [tool.mypy]).
+LINT_PATHS := casa_data casa_compute casa_facility casa_bench casa_cli tests benchmarks
+
+.PHONY: demo test lint setup apt venv clean bench
 
 demo: setup
 	$(VENV)/bin/casa demo
 
-test: setup
+# The gates first (seconds), then the suite (minutes).
+test: setup lint
 	$(PY) -m pytest -ra
+
+# ruff over the packages, tests and benchmarks; mypy strict on the public API of casa_data and
+# casa_compute. Never rewrites files: fix by hand or with `.venv/bin/ruff check --fix <files>`.
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) benchmarks/run_all.py
