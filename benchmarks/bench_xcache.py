@@ -191,6 +191,8 @@ def main() -> None:
 
 def write_results(path: Path, args, size: int, rows, ratios) -> None:
     load = os.getloadavg()[0]
+    origin_text = ("origin open, read by the XCache without TLS" if args.open_origin or args.no_auth
+                   else "origin: tokens over TLS too, the XCache with a service token")
     lines = [
         BEGIN,
         "## XCache: local disk vs origin vs XCache cold/warm (`benchmarks/bench_xcache.py`)",
@@ -199,7 +201,7 @@ def write_results(path: Path, args, size: int, rows, ratios) -> None:
         f"input: the real CMS dimuon file x{args.copies} ({size / 1e6:.0f} MB, {args.copies * 100_000:,} events, "
         f"ZLIB baskets of 100k events); XCache `pfc.blocksize {args.blocksize}`, `pfc.prefetch {args.prefetch}`, "
         f"{'no auth' if args.no_auth else 'ztn + SciTokens over TLS'} "
-        f"({'origin open, read by the XCache without TLS' if args.open_origin or args.no_auth else 'origin: tokens over TLS too, the XCache with a service token'}); median of {args.reps} interleaved repetitions. All servers on "
+        f"({origin_text}); median of {args.reps} interleaved repetitions. All servers on "
         "127.0.0.1, origin file in the page cache. MB/s = file bytes / wall time (for column reads that is "
         "file size over time, to compare paths, not bytes moved).",
         "",

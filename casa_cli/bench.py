@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 __all__ = ["bench_command"]
 
 
 def bench_command(
-    dataset: Optional[list[str]] = typer.Argument(None, help="catalog dataset name or local files (default demo/zmumu)"),
+    dataset: list[str] | None = typer.Argument(None, help="catalog dataset name or local files (default demo/zmumu)"),
     methods: str = typer.Option("local,s3fs,s3-arrow", help="comma-separated access methods (see --list): local, "
                                 "s3fs, s3fs-default, s3-arrow, xrootd, xcache-cold, xcache-warm, skyhook, servicex"),
-    s3: Optional[str] = typer.Option(None, help="s3://bucket/prefix for the S3 copies (uploaded if missing)"),
-    embedded: Optional[bool] = typer.Option(None, "--embedded/--no-embedded",
-                                            help="start a SeaweedFS for the run (default: if no endpoint is configured)"),
+    s3: str | None = typer.Option(None, help="s3://bucket/prefix for the S3 copies (uploaded if missing)"),
+    embedded: bool | None = typer.Option(
+        None, "--embedded/--no-embedded", help="start a SeaweedFS for the run (default: if no endpoint is configured)"),
     server: str = typer.Option("seaweedfs", help="embedded S3 server: seaweedfs or ceph-rgw"),
     quick: bool = typer.Option(False, help="2 repetitions, 40 ranges, first file only (CI)"),
-    reps: Optional[int] = typer.Option(None, help="repetitions (default 5)"),
-    ranges: Optional[int] = typer.Option(None, help="random 64 KiB ranges per repetition (default 200)"),
-    columns: Optional[str] = typer.Option(None, help="comma-separated columns (default: 3 Muon_ columns)"),
-    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+    reps: int | None = typer.Option(None, help="repetitions (default 5)"),
+    ranges: int | None = typer.Option(None, help="random 64 KiB ranges per repetition (default 200)"),
+    columns: str | None = typer.Option(None, help="comma-separated columns (default: 3 Muon_ columns)"),
+    catalog: list[str] | None = typer.Option(None, "--catalog", "-c"),
     out: str = typer.Option("casa-bench", help="directory for the JSON and PNG"),
     list_methods: bool = typer.Option(False, "--list", help="list the registered methods and exit"),
 ) -> None:
@@ -31,8 +29,8 @@ def bench_command(
     """
     from rich.console import Console
 
-    from casa_data.errors import CasaError
     from casa_bench import available_methods, bench, markdown_table
+    from casa_data.errors import CasaError
 
     console = Console(stderr=True)
     if list_methods:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from typing import Optional
 
 import typer
 
@@ -25,15 +24,14 @@ def _load(spec: str):
 def run_cmd(
     processor: str = typer.Argument(..., help="module:Class of a coffea ProcessorABC"),
     dataset: list[str] = typer.Argument(..., help="catalog name, paths, URLs or a glob"),
-    cluster: Optional[str] = typer.Option(None, help="local, slurm, htcondor, auto; default in-process"),
+    cluster: str | None = typer.Option(None, help="local, slurm, htcondor, auto; default in-process"),
     chunksize: int = typer.Option(100_000, help="entries per chunk"),
     retries: int = typer.Option(2, help="extra attempts per failing chunk"),
     skip_bad_files: bool = typer.Option(False, help="finish without failing files, list them"),
 ) -> None:
     """Run PROCESSOR over DATASET and print the report."""
-    import casa_data
-
     import casa_compute
+    import casa_data
 
     ds = casa_data.open(dataset[0] if len(dataset) == 1 else dataset)
     try:
@@ -42,7 +40,7 @@ def run_cmd(
     except casa_compute.RunError as e:
         typer.echo(f"error: {e}", err=True)
         typer.echo(e.partial.report.summary())
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(result.report.summary())
 
 

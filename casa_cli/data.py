@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 data_app = typer.Typer(help="Datasets: list, describe, generate the demo data.", no_args_is_help=True)
@@ -11,7 +9,7 @@ data_app = typer.Typer(help="Datasets: list, describe, generate the demo data.",
 
 @data_app.command("list")
 def list_datasets(
-    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c", help="extra catalog file or directory"),
+    catalog: list[str] | None = typer.Option(None, "--catalog", "-c", help="extra catalog file or directory"),
 ) -> None:
     """List the datasets every catalog on the search path defines."""
     from rich.console import Console
@@ -31,8 +29,8 @@ def list_datasets(
 @data_app.command("describe")
 def describe(
     dataset: str,
-    via: Optional[str] = typer.Option(None, help="delivery path (local, xcache, s3, ...)"),
-    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+    via: str | None = typer.Option(None, help="delivery path (local, xcache, s3, ...)"),
+    catalog: list[str] | None = typer.Option(None, "--catalog", "-c"),
 ) -> None:
     """Resolve a dataset and show its files, replicas and columns."""
     from casa_data.dataset import open as open_dataset
@@ -56,12 +54,12 @@ def demo_data(
 def ingest_cmd(
     dataset: str = typer.Argument(..., help="catalog name of the dataset to copy"),
     dest: str = typer.Argument(..., help="s3://bucket/prefix"),
-    to: Optional[str] = typer.Option(None, "--to", help="convert on the way: 'parquet' (ROOT TTrees only)"),
-    as_name: Optional[str] = typer.Option(None, "--as", help="record the copy as this dataset"),
-    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
-    catalog_out: Optional[str] = typer.Option(None, help="catalog file for a new dataset entry"),
+    to: str | None = typer.Option(None, "--to", help="convert on the way: 'parquet' (ROOT TTrees only)"),
+    as_name: str | None = typer.Option(None, "--as", help="record the copy as this dataset"),
+    catalog: list[str] | None = typer.Option(None, "--catalog", "-c"),
+    catalog_out: str | None = typer.Option(None, help="catalog file for a new dataset entry"),
     part_size_mb: int = typer.Option(16, "--part-size", help="multipart part size, MiB (>= 5)"),
-    row_group_events: Optional[int] = typer.Option(None, help="Parquet row group size (default: ~64 MiB)"),
+    row_group_events: int | None = typer.Option(None, help="Parquet row group size (default: ~64 MiB)"),
     verify: bool = typer.Option(True, help="re-read each object and compare its SHA-256"),
 ) -> None:
     """Copy a dataset into an S3 bucket (checksummed, resumable) and record the replicas."""
@@ -83,7 +81,7 @@ def ingest_cmd(
 @data_app.command("prefetch")
 def prefetch_cmd(
     dataset: str = typer.Argument(..., help="catalog name of the dataset to warm"),
-    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+    catalog: list[str] | None = typer.Option(None, "--catalog", "-c"),
 ) -> None:
     """Read a dataset through the XCache so later reads are warm (progress bar)."""
     _cache_cmd("prefetch", dataset, catalog)
@@ -92,13 +90,13 @@ def prefetch_cmd(
 @data_app.command("cache-status")
 def cache_status_cmd(
     dataset: str = typer.Argument(..., help="catalog name of the dataset"),
-    catalog: Optional[list[str]] = typer.Option(None, "--catalog", "-c"),
+    catalog: list[str] | None = typer.Option(None, "--catalog", "-c"),
 ) -> None:
     """Per file: whether and how much of it the XCache holds."""
     _cache_cmd("cache_status", dataset, catalog)
 
 
-def _cache_cmd(which: str, dataset: str, catalog: Optional[list[str]]) -> None:
+def _cache_cmd(which: str, dataset: str, catalog: list[str] | None) -> None:
     from casa_data import cache
     from casa_data.errors import CasaError
 

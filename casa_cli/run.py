@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,10 +11,10 @@ __all__ = ["run_command"]
 
 def run_command(
     spec: Path = typer.Argument(..., help="the pipeline YAML file", exists=False),
-    via: Optional[str] = typer.Option(None, help="delivery path for every dataset (local, xcache, s3, "
-                                                 "servicex, skyhook, auto); default: the spec's"),
-    cluster: Optional[str] = typer.Option(None, help="cluster kind (local, slurm, ...); default: the spec's"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="output directory"),
+    via: str | None = typer.Option(None, help="delivery path for every dataset (local, xcache, s3, "
+                                              "servicex, skyhook, auto); default: the spec's"),
+    cluster: str | None = typer.Option(None, help="cluster kind (local, slurm, ...); default: the spec's"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="output directory"),
     catalog: list[str] = typer.Option([], "--catalog", "-c", help="extra catalog file (repeatable)"),
     force: bool = typer.Option(False, "--force", help="recompute even if the cached result is current"),
     dry_run: bool = typer.Option(False, "--dry-run", help="check the spec and show the plan; run nothing"),
@@ -25,9 +24,8 @@ def run_command(
     from rich.console import Console
     from rich.table import Table
 
-    from casa_data.errors import CasaError
-
     from casa_compute.pipeline import load_spec, plan, run_pipeline
+    from casa_data.errors import CasaError
 
     console = Console(stderr=True)
     try:

@@ -20,7 +20,7 @@ try:  # never skip: the [test] extra pins htcondor
     import classad2
     import htcondor2
 except ImportError as e:  # pragma: no cover
-    raise ImportError(f"{e}: install the test extra (pip install -e '.[test]', it pins htcondor)")
+    raise ImportError(f"{e}: install the test extra (pip install -e '.[test]', it pins htcondor)") from e
 
 
 def _header(script: str) -> dict[str, str]:

@@ -9,13 +9,12 @@ import time
 
 import numpy as np
 import pytest
+from compute_support import AGC, NANO_TT, assert_dimuon, dimuon_fileset, need, same_output, ttbar_oracle
 
 import casa_compute
 from casa_compute.processors import DimuonProcessor, TtbarProcessor
-from casa_facility.services.slurm import SlurmService
 from casa_compute.testing import SlowDimuon
-from compute_support import (AGC, NANO_TT, assert_dimuon, dimuon_fileset, need, same_output,
-                             ttbar_oracle)
+from casa_facility.services.slurm import SlurmService
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.filterwarnings("ignore::RuntimeWarning"),
               pytest.mark.timeout(240)]

@@ -35,7 +35,7 @@ def generate_ca_and_leaves(directory: Path, hosts: list[str] | None = None,
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     start, end = now - _dt.timedelta(minutes=5), now + _dt.timedelta(days=days)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "casa per-cluster CA")])
@@ -91,7 +91,7 @@ class ClusterTLS:
     @classmethod
     def create(cls, tls_directory: str | os.PathLike | None = None,
                hosts: list[str] | None = None, workdir: str | os.PathLike | None = None
-               ) -> "ClusterTLS":
+               ) -> ClusterTLS:
         """Use ``tls_directory``'s ca.pem/hostcert.pem/hostkey.pem if all exist, else generate."""
         if tls_directory:
             d = Path(os.path.expanduser(str(tls_directory)))

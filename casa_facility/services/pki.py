@@ -51,7 +51,7 @@ def make_test_pki(directory: str | os.PathLike, hostname: str = "localhost") -> 
 
     d = Path(directory)
     (d / "cadir").mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     later = now + dt.timedelta(days=30)
 
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
