@@ -206,3 +206,231 @@ def test_duplicate_keys_name_both_lines(tmp_path, casa_env):
     spec.write_text(SPEC + "name: u\n")
     with pytest.raises(PipelineError, match=r"spec.yaml:8:1: duplicate key 'name': already at line 1"):
         load_spec(spec)
+
+
+# -- Skyhook: real servers ----------------------------------------------------------------------------------
+import pyarrow.flight as fl  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from casa_data.errors import ServiceError, TokenError  # noqa: E402
+from casa_data.skyhook import Request, SkyhookClient, SkyhookDataset  # noqa: E402
+from casa_facility.services.skyhook import SkyhookService  # noqa: E402
+from casa_facility.skyhook.server import SkyhookServer  # noqa: E402
+
+AGC = "agc/open-data-example.root"
+DY = "coffea/nano_dy.parquet"
+LONG = Request(path=AGC, filter="any(Muon_pt * Muon_eta + sqrt(Muon_pt) > 0)", batch_size=200, compression=None)
+
+
+@pytest.fixture(scope="module")
+def sky(shared_data, tmp_path_factory):
+    with SkyhookService(shared_data, tmp_path_factory.mktemp("hard-sky"), max_scans=3) as s:
+        yield s
+
+
+def _flight(sky, token: str | None = "ok"):
+    client = fl.FlightClient(f"grpc+tcp://{sky.address}")
+    tok = sky.token if token == "ok" else token
+    return client, fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {tok}".encode())] if tok else [],
+                                        timeout=30)
+
+
+def _no_traceback(err: BaseException) -> str:
+    text = f"{err!s} {getattr(err, 'extra_info', b'')!r}"
+    assert "Traceback" not in text and 'File "' not in text and ".py\", line" not in text, text
+    return text
+
+
+def test_flight_methods_answer_without_tracebacks(sky, shared_data):
+    client, opts = _flight(sky)
+    # FlightInfo: the real schema and record count (Parquet metadata, ROOT num_entries)
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(Request(path=DY).encode()), opts)
+    assert info.schema.equals(pq.read_schema(shared_data / DY)) and info.total_records == 40
+    info = client.get_flight_info(fl.FlightDescriptor.for_path(*AGC.split("/")), opts)  # was a TypeError
+    assert info.total_records == 100_000 and len(info.endpoints) == 1
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(
+        Request(path=AGC, columns=["nMuon", "Muon_pt"]).encode()), opts)
+    assert info.schema.names == ["nMuon", "Muon_pt"] and info.total_records == 100_000
+    got = client.do_get(info.endpoints[0].ticket, opts).read_all()
+    assert got.schema.equals(info.schema) and got.num_rows == 100_000
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(
+        Request(path=AGC, filter="nMuon >= 2").encode()), opts)
+    assert info.total_records == -1  # not known before the scan
+    # GetSchema and ListFlights
+    assert client.get_schema(fl.FlightDescriptor.for_path(*DY.split("/")), opts).schema.equals(
+        pq.read_schema(shared_data / DY))
+    flights = {"/".join(p.decode() for p in f.descriptor.path): f for f in client.list_flights(b"coffea", opts)}
+    assert DY in flights and flights[DY].total_records == 40
+    assert AGC in {"/".join(p.decode() for p in f.descriptor.path) for f in client.list_flights(options=opts)}
+    # what the server does not do: clear errors, never its traceback
+    calls = [
+        lambda: client.do_put(fl.FlightDescriptor.for_path("x"), pq.read_schema(shared_data / DY), opts)[0].close(),
+        lambda: client.do_exchange(fl.FlightDescriptor.for_command(b"{}"), opts)[0].close(),
+        lambda: client.get_schema(fl.FlightDescriptor.for_command(b"\xff{"), opts),
+        lambda: client.get_schema(fl.FlightDescriptor.for_path("nope"), opts),
+        lambda: list(client.list_flights(b"../..", opts)),
+        lambda: client.get_flight_info(fl.FlightDescriptor.for_command(b""), opts),
+        lambda: client.do_get(fl.Ticket(b"[1, 2]"), opts).read_all(),
+        lambda: list(client.do_action(fl.Action("count", b"\x00"), opts)),
+    ]
+    for i, call in enumerate(calls):
+        # GetSchema errors arrive as a plain ArrowException: pyarrow's GetSchema handler does not map
+        # Flight errors (the others do); the server still sends no traceback.
+        with pytest.raises(fl.FlightError if i not in (2, 3) else Exception) as err:
+            call()
+        _no_traceback(err.value)
+    with pytest.raises(fl.FlightUnavailableError, match="read-only"):
+        calls[0]()
+    for bad in ("a.b.c", "e30.e30.e30", "x" * 3000):  # malformed JWT-like tokens: refused, no traceback
+        c2, o2 = _flight(sky, bad)
+        with pytest.raises(fl.FlightUnauthenticatedError) as err:
+            c2.get_flight_info(fl.FlightDescriptor.for_path(*DY.split("/")), o2)
+        _no_traceback(err.value)
+    assert sky.client(token=sky.token).health()["status"] == "ok"
+
+
+def test_pathological_filter_is_refused_quickly(sky):
+    """``nMuon > 9**9**9`` (20 characters) froze the server for more than 80 s."""
+    client, opts = _flight(sky)
+    t0 = time.perf_counter()
+    with pytest.raises(fl.FlightServerError, match="FilterError") as err:
+        client.get_flight_info(fl.FlightDescriptor.for_command(
+            json.dumps({"path": AGC, "filter": "nMuon > 9**9**9"}).encode()), opts)
+    _no_traceback(err.value)
+    assert time.perf_counter() - t0 < 10
+    assert sky.client(token=sky.token).health()["status"] == "ok"
+
+
+def test_long_scan_does_not_stall_other_clients(sky):
+    long_client = sky.client(token=sky.token, timeout=120)
+    (rel, ticket), = long_client.endpoints(LONG)
+    done: dict = {}
+
+    def long_scan():
+        t0 = time.perf_counter()
+        done["rows"] = long_client.read_file(rel, ticket).num_rows
+        done["seconds"] = time.perf_counter() - t0
+
+    t = threading.Thread(target=long_scan)
+    t.start()
+    other = sky.client(token=sky.token, timeout=20)
+    probes = []
+    deadline = time.perf_counter() + 60
+    while other.health()["scans"] == 0 and time.perf_counter() < deadline:
+        time.sleep(0.02)  # until the long scan runs
+    while t.is_alive() and len(probes) < 5:
+        t0 = time.perf_counter()
+        assert other.health()["status"] == "ok"
+        small = other.read(Request(path=DY, columns=["nMuon"], filter="nMuon >= 1"))
+        probes.append(time.perf_counter() - t0)
+        assert small.num_rows > 0
+    t.join(120)
+    assert probes and max(probes) < 5, probes
+    assert done["rows"] > 50_000
+    assert len(probes) >= 2 or done["seconds"] < 3  # the probes ran while the long scan did
+
+
+def test_scan_cpu_budget_stops_a_long_scan(shared_data, tmp_path):
+    with SkyhookService(shared_data, tmp_path / "budget", max_scan_cpu=0.3) as s:
+        c = s.client(token=s.token, timeout=60)
+        (rel, ticket), = c.endpoints(LONG)
+        with pytest.raises(ServiceError, match=r"CPU time.*per-scan limit of 0.3 s") as err:
+            c.read_file(rel, ticket)
+        _no_traceback(err.value)
+        assert c.read(Request(path=DY, columns=["nMuon"])).num_rows == 40  # small scans fit
+        h = c.health()
+        assert h["status"] == "ok" and h["scans"] == 0
+
+
+def test_scopes_are_checked_on_the_real_path(shared_data, tmp_path):
+    from casa_facility.services.pki import TestIssuer
+
+    root = tmp_path / "root"
+    (root / "coffea").mkdir(parents=True)
+    (root / "agc").mkdir()
+    shutil.copy(shared_data / DY, root / DY)
+    shutil.copy(shared_data / AGC, root / AGC)
+    (root / "coffea" / "link.root").symlink_to("../agc/open-data-example.root")
+    (root / "coffea" / "agcdir").symlink_to("../agc")
+    issuer = TestIssuer(audience="casa-skyhook")
+    with SkyhookService(root, tmp_path / "sky", token=None, issuer=issuer) as s:
+        coffea = issuer.mint("storage.read:/coffea")
+        ds = lambda rel: SkyhookDataset(s.url(rel), token=coffea, timeout=20)  # noqa: E731
+        assert ds(DY).to_table(["nMuon"]).num_rows == 40
+        for rel in ("coffea/link.root", "coffea/agcdir/open-data-example.root"):
+            with pytest.raises(TokenError, match="may not read /agc/open-data-example.root"):
+                ds(rel).to_table(["nMuon"])
+            c = SkyhookClient(s.address, token=coffea, timeout=10)
+            with pytest.raises(TokenError, match="may not read /agc"):  # a forged ticket too
+                c.read_file(rel, fl.Ticket(Request(path=rel).encode()))
+            with pytest.raises((TokenError, ServiceError)):
+                c.action("read", {"path": rel, "start": 0, "end": 10})
+        c = SkyhookClient(s.address, token=coffea, timeout=10)
+        assert c.list("coffea") == [DY]  # the links are not listed for this token
+        assert ds("coffea").to_table(["nMuon"]).num_rows == 40
+        full = issuer.mint("storage.read:/")
+        assert SkyhookDataset(s.url("coffea/link.root"), token=full, timeout=20).to_table(["nMuon"]).num_rows == 100_000
+
+
+def _server_cmd(root, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "casa_facility.skyhook.server", "--root", str(root), "--port", "0", *extra]
+
+
+def _start(cmd: list[str], env: dict) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    line = ""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line or not line:
+            break
+    return proc, line
+
+
+def test_standalone_server_requires_auth(shared_data, tmp_path):
+    env = {**os.environ, "CASA_FACILITY_DIR": str(tmp_path / "no-facility")}
+    r = subprocess.run(_server_cmd(shared_data), capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and "no authentication configured" in r.stderr and "--insecure-no-auth" in r.stderr
+    r = subprocess.run(_server_cmd(shared_data, "--insecure-no-auth", "--host", "0.0.0.0"),
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and "refused on 0.0.0.0" in r.stderr
+    with pytest.raises(CasaError, match="without authentication"):
+        SkyhookServer(str(shared_data), host="0.0.0.0")
+    with pytest.raises(ValueError, match="insecure_no_auth=True"):
+        SkyhookService(shared_data, tmp_path / "svc", token=None)
+    # the explicit flag on loopback: serves, and says it is insecure
+    proc, line = _start(_server_cmd(shared_data, "--insecure-no-auth"), env)
+    try:
+        assert "INSECURE" in line, line
+        port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        assert SkyhookClient(f"127.0.0.1:{port}", token=None, timeout=10).health()["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_standalone_server_trusts_the_facility_issuer_by_default(shared_data, tmp_path):
+    from casa_facility.services.pki import TestIssuer
+
+    fac = tmp_path / "facility"
+    (fac / "skyhook").mkdir(parents=True)
+    issuer = TestIssuer(audience="casa-skyhook")
+    (fac / "skyhook" / "issuer.json").write_text(json.dumps(
+        {"issuer": issuer.issuer, "audience": issuer.audience, "jwks": issuer.jwks()}))
+    env = {**os.environ, "CASA_FACILITY_DIR": str(fac)}
+    proc, line = _start(_server_cmd(shared_data), env)
+    try:
+        assert "auth on" in line and issuer.issuer in line, line
+        port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        with pytest.raises(TokenError, match="carried none"):
+            SkyhookDataset(f"skyhook://127.0.0.1:{port}/{DY}", token=None, timeout=10).to_table(["nMuon"])
+        tok = issuer.mint("storage.read:/")
+        assert SkyhookDataset(f"skyhook://127.0.0.1:{port}/{DY}", token=tok, timeout=10).to_table(
+            ["nMuon"]).num_rows == 40
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    # a trust file others could have written is not used
+    os.chmod(fac / "skyhook", 0o777)
+    r = subprocess.run(_server_cmd(shared_data), capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and "no authentication configured" in r.stderr

@@ -4,7 +4,8 @@
 ...     casa_data.skyhook.SkyhookDataset(sky.url("agc"), token=sky.token).to_table(["nMuon"])
 
 By default it requires a bearer token (a random one, readable through :attr:`token` and written
-to a 0600 file the server reads; never on its command line) and serves plain gRPC; ``tls=True``
+to a 0600 file the server reads; never on its command line) and serves plain gRPC; with
+``token=None`` it needs an ``issuer`` (WLCG tokens) or an explicit ``insecure_no_auth=True``; ``tls=True``
 makes a throw-away CA and server certificate (``ca_file`` for clients). For an ``s3://`` root,
 ``s3_options`` (``endpoint_url``, ``key``, ``secret``) reach the server as the standard AWS
 variables.
@@ -31,8 +32,9 @@ class SkyhookService(Service):
     token : the accepted static bearer token; ``"random"`` (default) makes one; None: none.
     issuer : trust WLCG JWTs from this issuer (an object with ``issuer``, ``audience`` and
         ``jwks()``, e.g. :class:`~casa_facility.services.pki.TestIssuer`); scopes limit the paths.
+    insecure_no_auth : serve anyone without a token (127.0.0.1 only); needs ``token=None`` and no issuer.
     tls : serve TLS with a test certificate (see :attr:`ca_file`).
-    max_scans, max_memory_mb, queue_timeout : the server's limits.
+    max_scans, max_memory_mb, queue_timeout, max_scan_cpu : the server's limits.
     s3_options : ``endpoint_url``, ``key``, ``secret`` for an ``s3://`` root.
     """
 
@@ -42,8 +44,15 @@ class SkyhookService(Service):
     def __init__(self, root: str | os.PathLike, workdir: str | os.PathLike | None = None, *,
                  token: str | None = "random", tls: bool = False, max_scans: int = 4,
                  max_memory_mb: int = 4096, queue_timeout: float = 30.0, issuer: Any = None,
-                 s3_options: dict[str, Any] | None = None):
+                 s3_options: dict[str, Any] | None = None, insecure_no_auth: bool = False,
+                 max_scan_cpu: float = 600.0):
+        if token is None and issuer is None and not insecure_no_auth:
+            raise ValueError("SkyhookService without a token or an issuer serves anyone: pass "
+                             "insecure_no_auth=True to mean it (or keep the default token='random')")
+        if insecure_no_auth and (token is not None or issuer is not None):
+            raise ValueError("insecure_no_auth=True needs token=None and no issuer")
         super().__init__(workdir)
+        self.insecure_no_auth, self.max_scan_cpu = insecure_no_auth, max_scan_cpu
         self.workdir = self.workdir.resolve()  # the server runs with cwd=workdir
         root = os.fspath(root)
         self.root = root if "://" in root else os.path.abspath(root)
@@ -89,6 +98,10 @@ class SkyhookService(Service):
             import json
 
             (self.workdir / "jwks.json").write_text(json.dumps(self.issuer.jwks()))
+            # what a server started by hand next to this one trusts by default (public keys only)
+            (self.workdir / "issuer.json").write_text(json.dumps({
+                "issuer": self.issuer.issuer, "audience": getattr(self.issuer, "audience", None),
+                "jwks": self.issuer.jwks()}))
         if self.tls:
             from casa_facility.services.pki import make_test_pki
 
@@ -98,7 +111,10 @@ class SkyhookService(Service):
     def command(self) -> list[str]:
         argv = [sys.executable, "-m", "casa_facility.skyhook.server", "--root", self.root,
                 "--host", LOOPBACK, "--port", str(self.port), "--max-scans", str(self.max_scans),
-                "--max-memory-mb", str(self.max_memory_mb), "--queue-timeout", str(self.queue_timeout)]
+                "--max-memory-mb", str(self.max_memory_mb), "--queue-timeout", str(self.queue_timeout),
+                "--max-scan-cpu", str(self.max_scan_cpu)]
+        if self.insecure_no_auth:
+            argv.append("--insecure-no-auth")
         if self._token:
             argv += ["--token-file", str(self.workdir / "tokens")]
         if self.issuer is not None:

@@ -132,6 +132,8 @@ class BearerAuth(flight.ServerMiddlewareFactory):
                     return _Claims(self.verifier.verify(tok.strip()))
                 except AuthFailed as err:
                     why = str(err)
+                except Exception:  # noqa: BLE001 - a malformed token: refused, never a traceback
+                    why = "the bearer token is not a well-formed WLCG token"
         raise flight.FlightUnauthenticatedError(why)
 
 

@@ -16,7 +16,14 @@ resident memory, request size. Every failure is a Flight error carrying a JSON
 
 Run: ``python -m casa_facility.skyhook.server --root DIR --port 0 [--token-file F] [--issuer URL
 --jwks FILE] [--tls-cert C --tls-key K]``; it prints ``casa-skyhook listening on ...`` once
-serving. Known limit: a client that stops reading keeps its scan slot until gRPC gives up on it.
+serving. Authentication is never off by accident: without ``--token-file`` or ``--issuer`` it
+trusts the running facility's token issuer, or refuses to start; ``--insecure-no-auth`` serves
+anyone and is refused on a non-loopback address. Each scan has a CPU-time budget
+(``--max-scan-cpu``), checked between batches, so one client's long scan ends with a clear error
+instead of holding a slot; health probes and other clients' scans keep being answered meanwhile.
+Known limits: a client that stops reading keeps its scan slot until gRPC gives up on it; one
+single operation that holds the GIL (a pathological constant in a filter) cannot be interrupted
+between batches — the expression parser bounds those.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -45,6 +54,9 @@ __all__ = ["SkyhookServer", "Store", "main"]
 
 log = logging.getLogger("casa_data.skyhook")
 MAX_READ = 64 << 20  # bytes per raw "read" action
+MAX_LIST = 1000      # FlightInfos of one ListFlights
+MAX_COUNT = 64       # files whose rows are counted for a FlightInfo (more: total_records -1)
+MAX_SCHEMA_COLUMNS = 256  # ROOT columns read (one entry) for a FlightInfo's schema
 
 
 # -- where the files are -----------------------------------------------------------------------
@@ -76,6 +88,15 @@ class Store:
             if real != self.root and not real.startswith(self.root + os.sep):
                 raise ObjectNotFoundError(f"{rel!r} points outside the served directory")
         return url
+
+    def real(self, rel: str) -> str:
+        """``rel`` as the file it really is, relative to the root (symbolic links resolved): scopes
+        are checked on this, so an in-root link cannot widen what a token may read."""
+        url = self.url(rel)
+        if url.startswith("s3"):
+            return url[len(self.root):].strip("/")
+        real = os.path.realpath(url)
+        return "" if real == self.root else os.path.relpath(real, self.root).replace(os.sep, "/")
 
     def list(self, rel: str) -> list[str]:
         """Data files at ``rel`` (itself, or every Parquet/Arrow/ROOT file below it), sorted."""
@@ -125,8 +146,40 @@ def _flight_errors(fn):
 
 
 def _as_flight(err: BaseException) -> flight.FlightError:
-    log.info("request failed: %s: %s", type(err).__name__, err)
-    return flight.FlightServerError(f"{type(err).__name__}: {err}", json.dumps(error_info(err)).encode())
+    """A Flight error carrying the message and JSON kind; never the server's traceback."""
+    if isinstance(err, (CasaError, OSError, ValueError, KeyError, LookupError)):
+        log.info("request failed: %s: %s", type(err).__name__, err)
+        msg = f"{type(err).__name__}: {err}"
+    else:  # a bug here: the details stay in the server log
+        log.exception("request failed unexpectedly")
+        msg = f"{type(err).__name__}: internal error in the Skyhook server (details are in its log)"
+    return flight.FlightServerError(msg[:4096], json.dumps(error_info(err)).encode())
+
+
+class ScanBudgetExceeded(CasaError):
+    """A scan used more CPU time than the server's per-scan limit."""
+
+
+class _Budget:
+    """CPU seconds of one scan, counted over the stretches where it runs, checked between batches."""
+
+    def __init__(self, limit: float | None):
+        self.limit, self.used, self._t0 = limit, 0.0, None
+
+    def start(self) -> None:
+        self._t0 = time.thread_time()
+
+    def stop(self) -> None:
+        if self._t0 is not None:
+            self.used += time.thread_time() - self._t0
+            self._t0 = None
+
+    def check(self) -> None:
+        used = self.used + (time.thread_time() - self._t0 if self._t0 is not None else 0.0)
+        if self.limit and used > self.limit:
+            raise ScanBudgetExceeded(
+                f"scan stopped after {used:.1f} s of CPU time, above this server's per-scan limit of "
+                f"{self.limit:g} s (--max-scan-cpu); ask for fewer files, columns or a narrower filter")
 
 
 class SkyhookServer(flight.FlightServerBase):
@@ -136,42 +189,151 @@ class SkyhookServer(flight.FlightServerBase):
                  verifier: WLCGVerifier | None = None,
                  tls: tuple[bytes, bytes] | None = None, max_scans: int = 4,
                  max_memory: int = 4 << 30, queue_timeout: float = 30.0,
-                 s3_options: dict[str, Any] | None = None):
+                 s3_options: dict[str, Any] | None = None, max_scan_cpu: float | None = 600.0):
         scheme = "grpc+tls" if tls else "grpc+tcp"
         auth = bool(tokens) or verifier is not None
+        if not auth and not _loopback(host):
+            raise CasaError(f"refusing to serve {host} without authentication: give tokens or a WLCG verifier, "
+                            "or bind to 127.0.0.1")
         middleware = {"auth": BearerAuth(list(tokens), verifier)} if auth else {}
         certs = [flight.CertKeyPair(cert=tls[0], key=tls[1])] if tls else []
         super().__init__(f"{scheme}://{host}:{port}", middleware=middleware, tls_certificates=certs)
         self.store = Store(root, s3_options)
         self.location = flight.Location(f"{scheme}://{host}:{self.port}")
         self.max_scans, self.max_memory, self.queue_timeout = max_scans, max_memory, queue_timeout
+        self.max_scan_cpu = max_scan_cpu
         self._slots = threading.BoundedSemaphore(max_scans)
         self._running = 0
         self._lock = threading.Lock()
 
     # -- Flight methods ----------------------------------------------------------------------
+    def _request(self, descriptor) -> Request:
+        """The request of a descriptor: a JSON command, or a path (``FlightDescriptor.for_path``)."""
+        if descriptor.descriptor_type == flight.DescriptorType.PATH:
+            parts = [p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in descriptor.path or []]
+            return Request(path="/".join(parts)[:4096])
+        return decode(descriptor.command or b"")
+
+    def _authorize(self, context, rel: str) -> None:
+        authorize(context, self.store.real(rel))  # the real file: a link cannot widen a scope
+
+    def _files(self, context, req: Request, check_top: bool = True) -> list[str]:
+        """The data files of ``req.path`` this call may read (each checked on its real path)."""
+        if check_top:
+            self._authorize(context, req.path)
+        listed = self.store.list(req.path)
+        if not listed:
+            raise ObjectNotFoundError(f"no Parquet, Arrow or ROOT file under {req.path or '/'}")
+        files = [f for f in listed if _allowed(context, self.store.real(f))]
+        if not files:  # a link below the directory may point where the token may not read
+            self._authorize(context, listed[0])  # raises, saying which scope is missing
+        return files
+
     @_flight_errors
     def get_flight_info(self, context, descriptor):
-        req = decode(descriptor.command)
-        authorize(context, req.path)
-        files = self.store.list(req.path)
-        if not files:
-            raise ObjectNotFoundError(f"no Parquet, Arrow or ROOT file under {req.path or '/'}")
-        endpoints = [flight.FlightEndpoint(req.for_file(rel).encode(), [self.location]) for rel in files]
-        return flight.FlightInfo(pa.schema([]), descriptor, endpoints, -1, -1)
+        req = self._request(descriptor)
+        return self._info(req, descriptor, self._files(context, req))
+
+    @_flight_errors
+    def get_schema(self, context, descriptor):
+        req = self._request(descriptor)
+        files = self._files(context, req)
+        return flight.SchemaResult(self._schema(req, files[0]))
+
+    @_flight_errors
+    def list_flights(self, context, criteria):
+        """One FlightInfo per data file under the root (or under the path ``criteria`` names)."""
+        rel = (criteria or b"").decode("utf-8", "replace").strip()
+        if rel.startswith("{"):
+            rel = decode(criteria).path
+        req = Request(path=rel[:4096])
+        infos = []
+        for f in self._files(context, req, check_top=False)[:MAX_LIST]:
+            infos.append(self._info(req.for_file(f), flight.FlightDescriptor.for_path(*f.split("/")), [f]))
+        return iter(infos)
+
+    @_flight_errors
+    def do_put(self, context, descriptor, reader, writer):
+        raise flight.FlightUnavailableError("this Skyhook server is read-only: DoPut is not supported")
+
+    @_flight_errors
+    def do_exchange(self, context, descriptor, reader, writer):
+        raise flight.FlightUnavailableError("this Skyhook server does not support DoExchange; use DoGet")
 
     @_flight_errors
     def do_get(self, context, ticket):
         req = decode(ticket.ticket)
-        authorize(context, req.path)  # tickets are client-supplied: check again
+        self._authorize(context, req.path)  # tickets are client-supplied: check again
         self._acquire()
+        budget = _Budget(self.max_scan_cpu)
+        budget.start()
         try:
-            schema, batches = self._scan(req)
+            schema, batches = self._scan(req, budget)
+            budget.stop()
+            budget.check()
         except BaseException:
             self._release()
             raise
         options = pa.ipc.IpcWriteOptions(compression=req.compression)
-        return flight.GeneratorStream(schema, self._guarded(batches), options=options)
+        return flight.GeneratorStream(schema, self._guarded(batches, budget), options=options)
+
+    # -- FlightInfo: the real schema and, when known, the record count --------------------------
+    def _info(self, req: Request, descriptor, files: list[str]) -> flight.FlightInfo:
+        endpoints = [flight.FlightEndpoint(req.for_file(rel).encode(), [self.location]) for rel in files]
+        try:
+            schema = self._schema(req, files[0])
+        except Exception:  # noqa: BLE001 - the scan will say what is wrong; the info stays useful
+            log.info("no schema for %s", files[0], exc_info=True)
+            schema = pa.schema([])
+        records = -1
+        if req.hist is not None:
+            records = len(endpoints) * (req.hist.axis().size + 2)
+        elif req.filter is None and len(files) <= MAX_COUNT:
+            try:
+                records = sum(self._rows(f, req.tree) for f in files)
+            except Exception:  # noqa: BLE001 - unknown is -1
+                records = -1
+        size = -1
+        try:
+            size = sum(self._size(f) for f in files) if len(files) <= MAX_COUNT else -1
+        except Exception:  # noqa: BLE001
+            size = -1
+        return flight.FlightInfo(schema, descriptor, endpoints, records, size)
+
+    def _schema(self, req: Request, rel: str) -> pa.Schema:
+        """The schema a scan of ``rel`` answers (the requested columns, in order)."""
+        if req.hist is not None:
+            return pa.schema([("value", pa.float64()), ("variance", pa.float64())])
+        fmt = file_format(rel)
+        cand = self.store.candidate(rel)
+        if fmt in ("parquet", "ipc"):
+            import pyarrow.dataset as pads
+
+            fs, path = cand.path.arrow_filesystem(cand.url)
+            full = pads.dataset(path, format=fmt, filesystem=fs).schema
+        elif fmt == "root":
+            cols = req.columns
+            if cols is None or len(cols) > MAX_SCHEMA_COLUMNS:
+                return pa.schema([])  # would read a basket of every branch: left to the scan
+            full = readers._to_arrow(readers.read_awkward(cand, fmt, req.tree, cols, None, 0, 1)).schema
+        else:
+            return pa.schema([])
+        if req.columns is None:
+            return full
+        return pa.schema([full.field(c) for c in req.columns if full.get_field_index(c) >= 0])
+
+    def _rows(self, rel: str, tree: str) -> int:
+        fmt = file_format(rel) or ""
+        cand = self.store.candidate(rel)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            fs, path = cand.path.arrow_filesystem(cand.url)
+            with fs.open_input_file(path) as f:
+                return int(pq.ParquetFile(f).metadata.num_rows)
+        if fmt == "ipc":
+            return int(_ipc_dataset(cand).count_rows())
+        return int(readers.count_events(cand, fmt, tree))  # ROOT: the tree's num_entries
 
     def list_actions(self, context):
         return [("health", "status, running scans and memory"), ("list", "data files under a path"),
@@ -179,7 +341,8 @@ class SkyhookServer(flight.FlightServerBase):
                 ("read", "raw bytes of a file (no pushdown)")]
 
     def do_action(self, context, action):
-        return [flight.Result(self._action(context, action.type, action.body.to_pybytes()))]
+        body = action.body.to_pybytes() if action.body is not None else b""
+        return [flight.Result(self._action(context, action.type, body))]
 
     @_flight_errors
     def _action(self, context, kind: str, raw: bytes) -> bytes:
@@ -194,15 +357,16 @@ class SkyhookServer(flight.FlightServerBase):
                 raise CasaError('the read action takes JSON {"path": ..., "start": ..., "end": ...}') from None
             if not 0 <= start <= end or end - start > MAX_READ:
                 raise CasaError(f"byte range {start}-{end} invalid or above {MAX_READ >> 20} MB")
-            authorize(context, rel)
+            self._authorize(context, rel)
             afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
             with afs.open_input_file(path) as f:
                 return f.read_at(end - start, start)
         if kind not in ("list", "count", "columns"):
             raise CasaError(f"unknown action {kind!r}; known: health, list, count, columns, read")
         req = decode(raw or b"{}")
-        authorize(context, req.path)
+        self._authorize(context, req.path)
         files = self.store.list(req.path)
+        files = [f for f in files if _allowed(context, self.store.real(f))]
         if kind == "list":
             body: dict[str, Any] = {"files": files, "sizes": [self._size(f) for f in files]}
         elif kind == "count":
@@ -237,9 +401,17 @@ class SkyhookServer(flight.FlightServerBase):
             self._running -= 1
         self._slots.release()
 
-    def _guarded(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def _guarded(self, batches: Iterator[pa.RecordBatch], budget: _Budget) -> Iterator[pa.RecordBatch]:
         try:
-            for b in batches:
+            while True:
+                budget.start()
+                try:
+                    b = next(batches, None)
+                finally:
+                    budget.stop()
+                if b is None:
+                    return
+                budget.check()
                 if self.max_memory and _rss() > self.max_memory:
                     raise flight.FlightUnavailableError(
                         f"scan aborted: Skyhook server memory above {self.max_memory >> 20} MB; "
@@ -253,19 +425,20 @@ class SkyhookServer(flight.FlightServerBase):
             self._release()
 
     # -- scans -------------------------------------------------------------------------------
-    def _scan(self, req: Request) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    def _scan(self, req: Request, budget: _Budget) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         fmt = file_format(req.path)
         if fmt is None:
             raise ObjectNotFoundError(f"{req.path!r} is not a Parquet, Arrow IPC or ROOT file")
         cand = self.store.candidate(req.path)
         if req.hist is not None:
-            table = _histogram(cand, fmt, req)
+            table = _histogram(cand, fmt, req, budget)
             return table.schema, iter(table.to_batches())
         flt = req.parsed_filter()
         if fmt == "ipc":
             it = _iter_ipc(cand, req.columns, flt, req.batch_size)
         else:
             it = readers.iter_arrow(cand, fmt, req.tree, req.columns, flt, req.batch_size)
+        it = _checked(it, budget)
         first = next(it, None)
         if first is None:  # nothing passed: the schema a client-side read would give
             empty = _read_ipc(cand, req.columns, flt) if fmt == "ipc" else \
@@ -278,6 +451,32 @@ class SkyhookServer(flight.FlightServerBase):
                 yield b if b.schema.equals(first.schema) else b.cast(first.schema)
 
         return first.schema, chain()
+
+
+def _checked(it: Iterator, budget: _Budget) -> Iterator:
+    """``it``, with the CPU budget checked after every batch (a filter dropping every row still stops)."""
+    for b in it:
+        budget.check()
+        yield b
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _allowed(context, rel: str) -> bool:
+    try:
+        authorize(context, rel)
+        return True
+    except flight.FlightUnauthorizedError:
+        return False
 
 
 # -- Arrow IPC (the readers cover Parquet and ROOT) ---------------------------------------------------
@@ -314,7 +513,7 @@ def _read_ipc(cand: Candidate, columns, flt) -> pa.Table:
 
 
 # -- histograms -------------------------------------------------------------------------------------
-def _histogram(cand: Candidate, fmt: str, req: Request) -> pa.Table:
+def _histogram(cand: Candidate, fmt: str, req: Request, budget: _Budget | None = None) -> pa.Table:
     """Fill ``req.hist`` from the file; one row per bin including under/overflow."""
     import boost_histogram as bh
 
@@ -333,13 +532,47 @@ def _histogram(cand: Candidate, fmt: str, req: Request) -> pa.Table:
     for arr in chunks:
         values, weights = fill_values(arr, expr, weight)
         h.fill(values, weight=weights)
+        if budget is not None:
+            budget.check()
     view = h.view(flow=True)
     return pa.table({"value": pa.array(view.value), "variance": pa.array(view.variance)})
 
 
 # -- command line ------------------------------------------------------------------------------------
+TRUST_FILE = "issuer.json"  # {issuer, audience, jwks} the launcher writes next to the server
+
+
+class _LogFormat(logging.Formatter):
+    def formatException(self, ei) -> str:  # explicit limit: sys.tracebacklimit is 0 in the server
+        import traceback
+
+        return "".join(traceback.format_exception(*ei, limit=200)).rstrip()
+
+
+def facility_trust() -> tuple[dict, Path] | None:
+    """The WLCG issuer a running facility's Skyhook trusts (written by its launcher), if safe to use.
+
+    Only files owned by this user, in directories no one else may write, are used: the facility
+    directory is under the shared temporary directory, where another user could plant one.
+    """
+    from casa_facility.lifecycle import facility_dir
+
+    path = facility_dir() / "skyhook" / TRUST_FILE
+    try:
+        for p in (path.parent.parent, path.parent, path):
+            st = p.lstat()
+            if st.st_uid != os.getuid() or st.st_mode & 0o022 or (p == path and not path.is_file()):
+                return None
+        return json.loads(path.read_text()), path
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="casa-skyhook", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="casa-skyhook", description=__doc__.split("\n\n")[0],
+                                epilog="Authentication is required: --token-file, --issuer with --jwks, or "
+                                       "(by default) the WLCG issuer of the facility `casa facility up` started. "
+                                       "--insecure-no-auth serves anyone and only on a loopback address.")
     p.add_argument("--root", required=True, help="directory or s3://bucket/prefix to serve")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
@@ -347,14 +580,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--issuer", help="trusted WLCG token issuer (with --jwks): storage.read scopes apply")
     p.add_argument("--jwks", help="JSON Web Key Set file of the --issuer (read once, offline)")
     p.add_argument("--audience", help="required token audience (default: not checked)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="INSECURE: serve anyone without a token (refused unless --host is a loopback address)")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--max-scans", type=int, default=4)
     p.add_argument("--max-memory-mb", type=int, default=4096)
     p.add_argument("--queue-timeout", type=float, default=30.0)
+    p.add_argument("--max-scan-cpu", type=float, default=600.0,
+                   help="CPU seconds one scan may use before it is stopped (0: no limit)")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL for an s3:// root (keys from AWS_* variables)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_LogFormat("%(asctime)s %(levelname)s %(message)s"))
+    # pyarrow formats a Python exception leaving a handler with traceback.format_exception() and
+    # sends that to the client; GetSchema (pyarrow <= 2x) does so even for Flight errors. No frames,
+    # then: clients see the message only. The server log keeps full tracebacks (_LogFormat).
+    sys.tracebacklimit = 0
     tokens = []
     if a.token_file:
         with open(a.token_file) as f:
@@ -374,10 +617,33 @@ def main(argv: list[str] | None = None) -> None:
             p.error("WLCG tokens need both --issuer and --jwks")
         with open(a.jwks) as f:
             verifier = WLCGVerifier(a.issuer, json.load(f), a.audience)
-    server = SkyhookServer(a.root, a.host, a.port, tokens=tokens, verifier=verifier, tls=tls, max_scans=a.max_scans,
-                           max_memory=a.max_memory_mb << 20, queue_timeout=a.queue_timeout, s3_options=s3)
+    auth_note = ""
+    if a.insecure_no_auth:
+        if tokens or verifier:
+            p.error("--insecure-no-auth cannot be combined with --token-file or --issuer")
+        if not _loopback(a.host):
+            p.error(f"--insecure-no-auth is refused on {a.host}: without authentication serve on 127.0.0.1 only")
+        auth_note = " INSECURE: no authentication, anyone on this machine may read"
+    elif not (tokens or verifier):
+        trust = facility_trust()
+        if trust is None:
+            p.error("no authentication configured: give --token-file, or --issuer with --jwks (WLCG tokens), "
+                    "or start the facility (`casa facility up`) whose token issuer is then trusted; "
+                    "--insecure-no-auth serves anyone (loopback only)")
+        doc, where = trust
+        try:
+            verifier = WLCGVerifier(doc["issuer"], doc["jwks"], doc.get("audience"))
+        except (KeyError, TypeError, ValueError) as err:
+            p.error(f"the facility's Skyhook trust file {where} is unusable: {err}")
+        auth_note = f" (WLCG tokens of the facility's issuer {doc['issuer']})"
+    try:
+        server = SkyhookServer(a.root, a.host, a.port, tokens=tokens, verifier=verifier, tls=tls,
+                               max_scans=a.max_scans, max_memory=a.max_memory_mb << 20,
+                               queue_timeout=a.queue_timeout, s3_options=s3, max_scan_cpu=a.max_scan_cpu or None)
+    except CasaError as err:
+        p.error(str(err))
     print(f"casa-skyhook listening on {server.location.uri.decode()} (root {a.root}, "
-          f"auth {'on' if tokens or verifier else 'off'}, tls {'on' if tls else 'off'})", flush=True)
+          f"auth {'on' if tokens or verifier else 'off'}{auth_note}, tls {'on' if tls else 'off'})", flush=True)
     server.serve()
 
 
