@@ -4,7 +4,7 @@ The dimuon columns of ../shared/data/agc/open-data-example.root (100k real event
 into 10 files of 200k events (2M in all), then both readers load the same columns, alternating,
 several times. Target: casa >= 0.95x the events/s of plain uproot.
 
-    python benchmarks/bench_open.py [--repeat 5] [--events-per-file 200000] [--files 10]
+    python benchmarks/bench_open.py [--repeat 5] [--events-per-file 200000] [--files 10] [--quick]
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--events-per-file", type=int, default=200_000)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run (2 files of 50k events, 2 repetitions); prints, leaves RESULTS.md as it is")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat, args.files, args.events_per_file = 2, 2, 50_000
     if not SOURCE.exists():
         sys.exit(f"missing {SOURCE}: the benchmark needs ../shared/data beside the repository")
     with tempfile.TemporaryDirectory(prefix="casa-bench-open-") as tmp:
@@ -86,7 +90,8 @@ page cache warm, median of {args.repeat} alternating runs.
 
 **casa / plain uproot throughput: {ratio:.3f}x** (target >= 0.95x)."""
     print(body)
-    write_section("bench_open", body)
+    if not args.quick:
+        write_section("bench_open", body)
 
 
 if __name__ == "__main__":
