@@ -3,11 +3,15 @@ a short lost-worker timeout, clean-up at close.
 
 To add a cluster kind:
 
-1. Subclass the dask cluster class together with :class:`FacilityDefaults` (mixin first).
-2. In ``__init__`` call :meth:`FacilityDefaults._casa_setup` before the dask constructor and pass
-   it ``security=self._casa_security``; wrap the constructor in ``try/except`` calling
+1. Put its defaults in ``casa_compute/jobqueue.yaml``: ``casa-compute.<kind>`` (ports, lifetime,
+   TLS; read with :func:`setting`) and, for a dask-jobqueue kind, ``jobqueue.<config_name>``.
+2. Subclass the dask cluster class together with :class:`FacilityDefaults` (mixin first) and set
+   ``_casa_kind``.
+3. In ``__init__`` call :meth:`FacilityDefaults._casa_setup` before the dask constructor and pass
+   it ``security=self._casa_security`` (plus :meth:`_casa_scheduler_options` and
+   :meth:`_casa_token_copy` for batch kinds); wrap the constructor in ``try/except`` calling
    :meth:`_casa_cleanup`.
-3. Register the class in :data:`casa_compute.clusters.KINDS`.
+4. Register the class in :data:`casa_compute.clusters.KINDS`.
 """
 
 from __future__ import annotations
@@ -106,6 +110,32 @@ class FacilityDefaults:
             self._casa_security = self._casa_tls.security()
         # Removes generated keys even if the user never calls close().
         self._casa_finalizer = weakref.finalize(self, shutil.rmtree, str(self._casa_tmp), True)
+
+    def _casa_scheduler_options(self, host: str, scheduler_port: int | None,
+                                dashboard_port: int | None,
+                                extra: dict[str, Any] | None) -> dict[str, Any]:
+        """Scheduler bind address and ports (``casa-compute.<kind>``), then
+        ``jobqueue.<config_name>.scheduler-options``, then ``extra``."""
+        kind = self._casa_kind
+        sport = setting("scheduler-port", kind) if scheduler_port is None else scheduler_port
+        dport = setting("dashboard-port", kind) if dashboard_port is None else dashboard_port
+        opts = {"host": host, "port": sport, "dashboard_address": f"{host}:{dport}"}
+        config_name = getattr(self, "config_name", None)
+        if config_name:
+            opts.update(dask.config.get(f"jobqueue.{config_name}.scheduler-options", {}) or {})
+        opts.update(extra or {})
+        return opts
+
+    def _casa_token_copy(self, token: str | os.PathLike[str] | None, name: str) -> Path | None:
+        """A private 0600 copy of the bearer token to forward (``token="auto"``: the kind's
+        ``token`` setting, then discovery), or None when there is none."""
+        tok = find_token(token if token != "auto" else setting("token", self._casa_kind))
+        if tok is None or self._casa_tmp is None:
+            return None
+        copy = self._casa_tmp / name
+        shutil.copyfile(tok, copy)
+        os.chmod(copy, 0o600)
+        return copy
 
     def _casa_cleanup(self) -> None:
         if self._casa_tls is not None:

@@ -21,7 +21,7 @@ import dask
 from dask_jobqueue.htcondor import HTCondorCluster, HTCondorJob
 from distributed.core import Status
 
-from .base import ClusterError, FacilityDefaults, find_token, scheduler_host, setting
+from .base import ClusterError, FacilityDefaults, scheduler_host, setting
 
 __all__ = ["CoffeaCasaCluster", "CoffeaCasaJob"]
 
@@ -201,17 +201,10 @@ class CoffeaCasaCluster(FacilityDefaults, HTCondorCluster):
                 if not all(secret_files.values()):
                     raise ClusterError("security needs tls_ca_file and tls_worker_cert files "
                                        "to ship to HTCondor workers")
-            tok = find_token(token if token != "auto" else setting("token", kind))
-            if tok is not None:
-                copy = self._casa_tmp / TOKEN_NAME  # fixed name in the sandbox, mode 0600
-                shutil.copyfile(tok, copy)
-                os.chmod(copy, 0o600)
+            copy = self._casa_token_copy(token, TOKEN_NAME)  # fixed name in the sandbox, mode 0600
+            if copy is not None:
                 secret_files["token"] = str(copy)
-            sport = setting("scheduler-port", kind) if scheduler_port is None else scheduler_port
-            dport = setting("dashboard-port", kind) if dashboard_port is None else dashboard_port
-            opts = {"host": host, "port": sport, "dashboard_address": f"{host}:{dport}"}
-            opts.update(dask.config.get(f"jobqueue.{self.config_name}.scheduler-options", {}) or {})
-            opts.update(scheduler_options or {})
+            opts = self._casa_scheduler_options(host, scheduler_port, dashboard_port, scheduler_options)
             job_kwargs.setdefault("worker_image", worker_image or setting("worker-image", kind))
             job_kwargs.update(
                 cluster_id=self.cluster_id, secret_files=secret_files,

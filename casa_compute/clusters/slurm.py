@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import dask
 from dask_jobqueue.slurm import SLURMCluster, SLURMJob
 
-from .base import FacilityDefaults, find_token, scheduler_host, setting
+from .base import FacilityDefaults, scheduler_host, setting
 
 __all__ = ["CasaSLURMCluster", "CasaSLURMJob"]
 
@@ -43,11 +42,7 @@ class CasaSLURMCluster(FacilityDefaults, SLURMCluster):
                          hosts=[host])
         try:
             cfg = f"jobqueue.{self.config_name}"
-            sport = setting("scheduler-port", kind) if scheduler_port is None else scheduler_port
-            dport = setting("dashboard-port", kind) if dashboard_port is None else dashboard_port
-            opts = {"host": host, "port": sport, "dashboard_address": f"{host}:{dport}"}
-            opts.update(dask.config.get(f"{cfg}.scheduler-options", {}) or {})
-            opts.update(scheduler_options or {})
+            opts = self._casa_scheduler_options(host, scheduler_port, dashboard_port, scheduler_options)
             args = list(worker_extra_args if worker_extra_args is not None
                         else dask.config.get(f"{cfg}.worker-extra-args", []) or [])
             args += ["--no-dashboard", "--dashboard-address", setting("worker-http", kind)]
@@ -59,11 +54,8 @@ class CasaSLURMCluster(FacilityDefaults, SLURMCluster):
                 args += ["--host", "127.0.0.1"]  # worker and nanny listen on loopback only
             prologue = list(job_script_prologue if job_script_prologue is not None
                             else dask.config.get(f"{cfg}.job-script-prologue", []) or [])
-            tok = find_token(token if token != "auto" else setting("token", kind))
-            if tok is not None:
-                copy = self._casa_tmp / "access_token"
-                shutil.copyfile(tok, copy)
-                os.chmod(copy, 0o600)
+            copy = self._casa_token_copy(token, "access_token")
+            if copy is not None:
                 prologue.insert(0, f"export BEARER_TOKEN_FILE={copy}")
             logs = job_kwargs.pop("log_directory", None) or dask.config.get(f"{cfg}.log-directory")
             if logs:
