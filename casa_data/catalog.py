@@ -88,7 +88,7 @@ class FileEntry(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_of(self) -> "FileEntry":
+    def _one_of(self) -> FileEntry:
         if (self.lfn is None) == (self.glob is None):
             raise ValueError("a file needs exactly one of 'lfn' or 'glob'")
         if self.glob is not None and self.replicas:
@@ -130,7 +130,7 @@ class DatasetSpec(BaseModel):
 
     @classmethod
     def from_paths(cls, paths: Iterable[str], name: str | None = None, tree: str = "Events",
-                   format: str | None = None) -> "DatasetSpec":
+                   format: str | None = None) -> DatasetSpec:
         """An ad-hoc dataset from paths, URLs or globs (format guessed from the extension)."""
         paths = [os.fspath(p) for p in paths]
         if not paths:
@@ -152,9 +152,9 @@ class _CatalogFile(BaseModel):
     datasets: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def catalog_search_path(extra: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> list[Path]:
+def catalog_search_path(extra: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None) -> list[Path]:
     """The catalog files to read, in search order."""
-    explicit: list[str | os.PathLike] = []
+    explicit: list[str | os.PathLike[str]] = []
     if extra is not None:
         explicit = [extra] if isinstance(extra, (str, os.PathLike)) else list(extra)
     entries = explicit + [p for p in os.environ.get("CASA_CATALOG", "").split(":") if p]
@@ -264,6 +264,6 @@ def _parse_file(path: Path) -> list[DatasetSpec]:
     return hit[1]
 
 
-def get_catalog(extra: str | os.PathLike | Iterable[str | os.PathLike] | None = None) -> Catalog:
+def get_catalog(extra: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None) -> Catalog:
     """The catalog from the search path (each file parsed once per version: edits are seen at once)."""
     return Catalog(catalog_search_path(extra))

@@ -82,7 +82,7 @@ class CasaConfig(BaseModel):
         return dict(self.paths.get(name, {}))
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -92,7 +92,7 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -104,7 +104,7 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _env_overrides() -> dict:
+def _env_overrides() -> dict[str, Any]:
     env: dict[str, Any] = {}
     if os.environ.get("CASA_SITE"):
         env["site"] = os.environ["CASA_SITE"]
@@ -124,8 +124,8 @@ def config_files() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _build(overrides: dict) -> CasaConfig:
-    merged: dict = {}
+def _build(overrides: dict[str, Any]) -> CasaConfig:
+    merged: dict[str, Any] = {}
     for f in config_files():
         merged = _merge(merged, _read_yaml(f))
     merged = _merge(merged, _env_overrides())
