@@ -78,7 +78,11 @@ def main() -> None:
     ap.add_argument("--ranges", type=int, default=200)
     ap.add_argument("--server", choices=["seaweedfs", "ceph-rgw"], default="seaweedfs")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "casa-bench-s3"))
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run (1 copy, 1 repetition, 20 ranges); prints, leaves RESULTS.md as it is")
     args = ap.parse_args()
+    if args.quick:
+        args.copies, args.reps, args.ranges = 1, 1, 20
 
     from _results import write_section
 
@@ -128,7 +132,7 @@ def main() -> None:
         + "\n".join(sections)
     )
     section = "bench_s3" if args.server == "seaweedfs" else "bench_s3_ceph"
-    print(write_section(section, body))
+    print(body if args.quick else write_section(section, body))
 
 
 if __name__ == "__main__":

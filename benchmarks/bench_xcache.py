@@ -102,7 +102,11 @@ def main() -> None:
     ap.add_argument("--open-origin", action="store_true",
                     help="origin without tokens (the XCache reads it without TLS)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run (1 copy, 1 repetition); prints, leaves RESULTS.md as it is")
     args = ap.parse_args()
+    if args.quick:
+        args.copies, args.reps = 1, 1
 
     from casa_data.paths.xrootd import configure_client
     from casa_facility.services.xrootd import XRootDStack
@@ -186,7 +190,8 @@ def main() -> None:
     }
     for k, (w, c, target) in ratios.items():
         print(f"{k:15s} whole {w:5.2f}x   columns {c:5.2f}x" + (f"   (target >= {target}x)" if target else ""))
-    write_results(Path(args.results), args, size, rows, ratios)
+    if not args.quick:
+        write_results(Path(args.results), args, size, rows, ratios)
 
 
 def write_results(path: Path, args, size: int, rows, ratios) -> None:

@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if failed or skipped:
         print(f"FAILED: {', '.join(failed + skipped)}")
         return 1
-    print(f"all {len(outcomes)} benchmarks passed; results in {HERE / 'RESULTS.md'}")
+    written = [o.name for o in outcomes if not o.quick]
+    print(f"all {len(outcomes)} benchmarks passed"
+          + (f"; {', '.join(written)} wrote their sections of {HERE / 'RESULTS.md'}" if written else
+             " (quick runs: RESULTS.md unchanged)"))
     return 0
 
 
