@@ -25,10 +25,13 @@ test: setup lint
 	$(PY) -m pytest -ra
 
 # ruff over the packages, tests and benchmarks; mypy strict on the public API of casa_data and
-# casa_compute. Never rewrites files: fix by hand or with `.venv/bin/ruff check --fix <files>`.
+# casa_compute. Both always run (one report), then the target fails if either found something.
+# Never rewrites files: fix by hand or with `.venv/bin/ruff check --fix <files>`.
 lint: venv
-	$(VENV)/bin/ruff check $(LINT_PATHS)
-	$(VENV)/bin/mypy
+	@rc=0; \
+	echo "ruff check $(LINT_PATHS)"; $(VENV)/bin/ruff check $(LINT_PATHS) || rc=1; \
+	echo "mypy (files and strictness: pyproject.toml [tool.mypy])"; $(VENV)/bin/mypy || rc=1; \
+	exit $$rc
 
 bench: setup
 	$(PY) benchmarks/run_all.py
