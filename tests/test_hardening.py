@@ -434,3 +434,119 @@ def test_standalone_server_trusts_the_facility_issuer_by_default(shared_data, tm
     os.chmod(fac / "skyhook", 0o777)
     r = subprocess.run(_server_cmd(shared_data), capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode != 0 and "no authentication configured" in r.stderr
+
+
+# -- fuzz (bounded) -------------------------------------------------------------------------------------------
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ_DIR = Path(tempfile.mkdtemp(prefix="casa-fuzz-"))
+FUZZ = settings(deadline=5000, max_examples=120, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+CATALOG_DOC = """\
+datasets:
+  - name: x/a
+    description: a dataset
+    tree: Events
+    format: root
+    metadata: {process: data, year: 2012}
+    files:
+      - lfn: /store/x/a.root
+        size: 10
+        nevents: 5
+        replicas: [root://h.example//store/x/a.root, rel/a.root]
+      - glob: /data/more/*.root
+  - name: x/b
+    format: parquet
+    files: [b.parquet]
+"""
+TOKENS = ["&a ", "*a", "<<: *a", "!!python/object/apply:os.system ['true']", "!!binary", "{", "}", "[", "]",
+          "- ", ": ", "\t", "\n  ", "'", '"', "%YAML 1.1\n", "---\n", "...\n", "? ", "|\n", ">-\n", "#",
+          "name: x/a\n", "\\xff", "~", "null", "1e999", "2024-13-45", "0x", "-1", "\u2028", "\x00", "&b [*a,*a]"]
+
+
+@st.composite
+def mutated(draw, base: str) -> bytes:
+    text = base
+    for _ in range(draw(st.integers(1, 6))):
+        i = draw(st.integers(0, len(text)))
+        j = min(len(text), i + draw(st.integers(0, 12)))
+        piece = draw(st.one_of(st.sampled_from(TOKENS), st.text(max_size=8)))
+        text = text[:i] + piece + text[j:]
+    data = text.encode("utf-8", "surrogatepass")
+    if draw(st.booleans()) and data:  # sometimes a raw byte (invalid UTF-8)
+        k = draw(st.integers(0, len(data) - 1))
+        data = data[:k] + bytes([draw(st.integers(0x80, 0xff))]) + data[k + 1:]
+    return data
+
+
+yaml_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True), st.text(max_size=20)),
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids, max_size=4)),
+    max_leaves=20)
+
+
+def _fuzz_file(data: bytes, suffix: str = ".yaml") -> Path:
+    p = FUZZ_DIR / f"{uuid.uuid4().hex}{suffix}"
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.timeout(80)
+@FUZZ
+@given(st.one_of(mutated(CATALOG_DOC),
+                 yaml_values.map(lambda v: yaml.safe_dump({"datasets": [v]} if not isinstance(v, dict) else v).encode()),
+                 yaml_values.map(lambda v: yaml.safe_dump({"datasets": [{"name": "x/r", "files": ["/a.root"],
+                                                                          "metadata": v}]}).encode())))
+def test_fuzz_catalog_yaml(data):
+    from casa_data.catalog import Catalog
+
+    path = _fuzz_file(data)
+    try:
+        cat = Catalog([path])
+        for name in cat.names():
+            spec = cat.get(name)
+            spec.nevents_known()
+            repr(spec)
+    except CasaError:
+        pass
+    finally:
+        path.unlink()
+
+
+@pytest.mark.timeout(80)
+@FUZZ
+@given(mutated(SPEC.replace("dataset: cms/dy-nano}", "dataset: cms/dy-nano, xsec: 1.5, weight: genWeight}")
+               + "lumi: 10\nselection:\n  objects:\n    Muon: pt > 20\n  events:\n    two: count(Muon) >= 2\n"
+               "variables:\n  m: Muon[0].pt\nregions: {z: m > 76}\noutputs: {formats: [json]}\n"))
+def test_fuzz_pipeline_yaml(data):
+    path = _fuzz_file(data)
+    try:
+        load_spec(path)
+    except CasaError:  # PipelineError is a CasaError
+        pass
+    finally:
+        path.unlink()
+
+
+request_json = st.dictionaries(
+    st.sampled_from(["v", "path", "columns", "filter", "tree", "batch_size", "compression", "hist", "x"]),
+    st.one_of(st.sampled_from([AGC, DY, "", "..", "/etc/passwd", "nMuon >= 2", "lz4", 1, 0, -1, 10**30, None,
+                               ["nMuon"], {"expr": "nMuon", "bins": 10**9, "range": [0, 1]}]), yaml_values),
+    max_size=5).map(lambda d: json.dumps(d).encode())
+
+
+@pytest.mark.timeout(80)
+@settings(FUZZ, max_examples=100)
+@given(st.one_of(st.binary(max_size=200), request_json))
+def test_fuzz_skyhook_tickets(sky, raw):
+    client, opts = _flight(sky)
+    try:
+        client.do_get(fl.Ticket(raw), opts).read_all()
+    except fl.FlightError as err:
+        _no_traceback(err)
+    assert client.do_action(fl.Action("health", b""), opts)  # still answering

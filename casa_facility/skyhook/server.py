@@ -56,6 +56,7 @@ log = logging.getLogger("casa_data.skyhook")
 MAX_READ = 64 << 20  # bytes per raw "read" action
 MAX_LIST = 1000      # FlightInfos of one ListFlights
 MAX_COUNT = 64       # files whose rows are counted for a FlightInfo (more: total_records -1)
+COUNT_SECONDS = 5.0   # time a FlightInfo may spend counting rows (more: total_records -1)
 MAX_SCHEMA_COLUMNS = 256  # ROOT columns read (one entry) for a FlightInfo's schema
 
 
@@ -202,6 +203,7 @@ class SkyhookServer(flight.FlightServerBase):
         self.location = flight.Location(f"{scheme}://{host}:{self.port}")
         self.max_scans, self.max_memory, self.queue_timeout = max_scans, max_memory, queue_timeout
         self.max_scan_cpu = max_scan_cpu
+        self._counts: dict[tuple, int] = {}  # (file, tree, size, mtime) -> rows
         self._slots = threading.BoundedSemaphore(max_scans)
         self._running = 0
         self._lock = threading.Lock()
@@ -242,14 +244,18 @@ class SkyhookServer(flight.FlightServerBase):
 
     @_flight_errors
     def list_flights(self, context, criteria):
-        """One FlightInfo per data file under the root (or under the path ``criteria`` names)."""
+        """One FlightInfo per data file under the root (or under the path ``criteria`` names).
+
+        Record counts come from Parquet/Arrow metadata, and for ROOT files already counted by a
+        GetFlightInfo (-1 otherwise: opening every NanoAOD file would take seconds each)."""
         rel = (criteria or b"").decode("utf-8", "replace").strip()
         if rel.startswith("{"):
             rel = decode(criteria).path
         req = Request(path=rel[:4096])
         infos = []
         for f in self._files(context, req, check_top=False)[:MAX_LIST]:
-            infos.append(self._info(req.for_file(f), flight.FlightDescriptor.for_path(*f.split("/")), [f]))
+            infos.append(self._info(req.for_file(f), flight.FlightDescriptor.for_path(*f.split("/")), [f],
+                                    root_counts=False))
         return iter(infos)
 
     @_flight_errors
@@ -278,19 +284,25 @@ class SkyhookServer(flight.FlightServerBase):
         return flight.GeneratorStream(schema, self._guarded(batches, budget), options=options)
 
     # -- FlightInfo: the real schema and, when known, the record count --------------------------
-    def _info(self, req: Request, descriptor, files: list[str]) -> flight.FlightInfo:
+    def _info(self, req: Request, descriptor, files: list[str], root_counts: bool = True) -> flight.FlightInfo:
         endpoints = [flight.FlightEndpoint(req.for_file(rel).encode(), [self.location]) for rel in files]
         try:
             schema = self._schema(req, files[0])
         except Exception:  # noqa: BLE001 - the scan will say what is wrong; the info stays useful
-            log.info("no schema for %s", files[0], exc_info=True)
+            log.debug("no schema for %s", files[0], exc_info=True)
             schema = pa.schema([])
         records = -1
         if req.hist is not None:
             records = len(endpoints) * (req.hist.axis().size + 2)
         elif req.filter is None and len(files) <= MAX_COUNT:
+            deadline = time.monotonic() + COUNT_SECONDS  # counting must not make the answer slow
             try:
-                records = sum(self._rows(f, req.tree) for f in files)
+                records = 0
+                for f in files:
+                    if (n := self._rows(f, req.tree, root=root_counts)) is None or time.monotonic() > deadline:
+                        records = -1
+                        break
+                    records += n
             except Exception:  # noqa: BLE001 - unknown is -1
                 records = -1
         size = -1
@@ -315,25 +327,52 @@ class SkyhookServer(flight.FlightServerBase):
             cols = req.columns
             if cols is None or len(cols) > MAX_SCHEMA_COLUMNS:
                 return pa.schema([])  # would read a basket of every branch: left to the scan
-            full = readers._to_arrow(readers.read_awkward(cand, fmt, req.tree, cols, None, 0, 1)).schema
+            with readers._open_root(cand) as f:  # one open for the schema (one entry) and the count
+                t = readers._tree(f, req.tree, cand.url)
+                self._remember_rows(rel, req.tree, int(t.num_entries))
+                keys = set(readers._root_keys(t))
+                arr = t.arrays([c for c in cols if c in keys], library="ak", entry_stop=1)
+            full = readers._to_arrow(arr).schema
         else:
             return pa.schema([])
         if req.columns is None:
             return full
         return pa.schema([full.field(c) for c in req.columns if full.get_field_index(c) >= 0])
 
-    def _rows(self, rel: str, tree: str) -> int:
+    def _rows(self, rel: str, tree: str, root: bool = True) -> int | None:
+        """Rows of one file: Parquet footer, Arrow IPC, ROOT ``num_entries`` (cached per file version;
+        None for a ROOT file not yet counted when ``root`` is False: opening NanoAOD takes seconds)."""
         fmt = file_format(rel) or ""
         cand = self.store.candidate(rel)
+        afs, path = cand.path.arrow_filesystem(cand.url)
+        key = self._count_key(rel, tree)
+        if key in self._counts:
+            return self._counts[key]
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            fs, path = cand.path.arrow_filesystem(cand.url)
-            with fs.open_input_file(path) as f:
-                return int(pq.ParquetFile(f).metadata.num_rows)
-        if fmt == "ipc":
-            return int(_ipc_dataset(cand).count_rows())
-        return int(readers.count_events(cand, fmt, tree))  # ROOT: the tree's num_entries
+            with afs.open_input_file(path) as f:
+                n = int(pq.ParquetFile(f).metadata.num_rows)
+        elif fmt == "ipc":
+            n = int(_ipc_dataset(cand).count_rows())
+        elif not root:
+            return None
+        else:
+            n = int(readers.count_events(cand, fmt, tree))  # ROOT: the tree's num_entries
+        self._remember_rows(rel, tree, n)
+        return n
+
+    def _count_key(self, rel: str, tree: str) -> tuple:
+        afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
+        st = afs.get_file_info(path)
+        return (rel, tree, st.size, st.mtime_ns)
+
+    def _remember_rows(self, rel: str, tree: str, n: int) -> None:
+        key = self._count_key(rel, tree)
+        with self._lock:
+            if len(self._counts) > 10_000:
+                self._counts.clear()
+            self._counts[key] = n
 
     def list_actions(self, context):
         return [("health", "status, running scans and memory"), ("list", "data files under a path"),
