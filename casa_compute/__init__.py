@@ -9,7 +9,9 @@ Heavy modules (dask, coffea) are imported on first use, so ``import casa_compute
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from casa_data import _moved
 
 _LAZY = {
     "run": "casa_compute.runner:run",
@@ -23,11 +25,20 @@ _LAZY = {
     "CasaLocalCluster": "casa_compute.clusters.local:CasaLocalCluster",
 }
 
-from casa_data import _moved
-
 _moved.install()  # old import paths of moved modules, with a DeprecationWarning
 
 __all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover  (the lazy names, typed; "as" marks a re-export)
+    from .clusters import cluster as cluster
+    from .clusters.base import ClusterError as ClusterError
+    from .clusters.coffea_casa import CoffeaCasaCluster as CoffeaCasaCluster
+    from .clusters.local import CasaLocalCluster as CasaLocalCluster
+    from .clusters.slurm import CasaSLURMCluster as CasaSLURMCluster
+    from .report import Report as Report
+    from .report import RunError as RunError
+    from .report import RunResult as RunResult
+    from .runner import run as run
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _moved
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -28,18 +30,22 @@ _LAZY = {
     "cache_status": "casa_data.cache:cache_status",
 }
 
-from . import _moved
-
 _moved.install()  # old import paths of moved modules, with a DeprecationWarning
 
 __all__ = sorted(_LAZY) + ["errors", "__version__"]
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .catalog import Catalog, DatasetSpec, get_catalog
-    from .config import get_config, reset_config
-    from .dataset import Dataset, open
-    from .expr import Filter
-    from .paths import get_path
+if TYPE_CHECKING:  # pragma: no cover  (the lazy names, typed; "as" marks a re-export)
+    from .cache import cache_status as cache_status
+    from .cache import prefetch as prefetch
+    from .catalog import Catalog as Catalog
+    from .catalog import DatasetSpec as DatasetSpec
+    from .catalog import get_catalog as get_catalog
+    from .config import get_config as get_config
+    from .config import reset_config as reset_config
+    from .dataset import Dataset as Dataset
+    from .dataset import open as open
+    from .expr import Filter as Filter
+    from .paths import get_path as get_path
 
 
 def __getattr__(name: str) -> Any:
