@@ -63,6 +63,19 @@ def test_daemons_start_in_order_and_stop_with_their_process_groups(tmp_path):
     assert not port_open(port)
 
 
+def test_start_after_a_daemon_died_restarts_the_group(tmp_path):
+    import signal
+
+    with Pair(tmp_path) as svc:
+        old = {n: p.pid for n, p in svc.procs.items()}
+        os.killpg(old["b"], signal.SIGKILL)
+        svc.procs["b"].wait(5)
+        assert not svc.running
+        svc.start()
+        assert svc.running and not set(old.values()) & {p.pid for p in svc.procs.values()}
+        assert _gone(old["a"]), "the survivor of the old group was stopped before the restart"
+
+
 class Dies(Service):
     name = "dies"
 

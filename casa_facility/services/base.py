@@ -228,7 +228,7 @@ class Service:
         if self.running:
             return self
         if any(isinstance(p, Daemon) for p in self._parts):
-            self.stop()  # a daemon died: restart the whole group from a clean state
+            self._stop_parts()  # a daemon died: end the rest of its group, then start afresh
         self.check_binaries()
         try:
             self.prepare()
@@ -304,13 +304,16 @@ class Service:
             if any(p.alive if isinstance(p, Daemon) else p.running for p in self._parts):
                 self.before_stop()
         finally:
-            parts, self._parts = self._parts, []
-            for part in reversed(parts):
-                if isinstance(part, Service):
-                    part.stop(timeout)
-                elif part.proc is not None:
-                    _stop_group(part.proc, timeout)
+            self._stop_parts(timeout)
             self.after_stop()
+
+    def _stop_parts(self, timeout: float = 10.0) -> None:
+        parts, self._parts = self._parts, []
+        for part in reversed(parts):
+            if isinstance(part, Service):
+                part.stop(timeout)
+            elif part.proc is not None:
+                _stop_group(part.proc, timeout)
 
     def __enter__(self) -> Self:
         return self.start()
