@@ -301,6 +301,14 @@ def test_pathological_filter_is_refused_quickly(sky):
     assert sky.client(token=sky.token).health()["status"] == "ok"
 
 
+def test_histogram_request_with_infinite_range_is_refused(sky):
+    client, opts = _flight(sky)
+    raw = b'{"path": "%s", "hist": {"expr": "Muon_pt", "bins": 10, "range": [0, Infinity]}}' % AGC.encode()
+    with pytest.raises(fl.FlightServerError, match="finite number") as err:
+        client.get_flight_info(fl.FlightDescriptor.for_command(raw), opts)
+    _no_traceback(err.value)
+
+
 def test_long_scan_does_not_stall_other_clients(sky):
     long_client = sky.client(token=sky.token, timeout=120)
     (rel, ticket), = long_client.endpoints(LONG)

@@ -17,7 +17,7 @@ the client raises the same casa error class the client-side read would.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,6 +29,7 @@ __all__ = ["HistSpec", "Request", "decode", "MAX_REQUEST", "MAX_FILTER", "MAX_BI
 MAX_REQUEST = 256 * 1024     # bytes of one JSON request
 MAX_FILTER = 4096            # characters of a filter or histogram expression
 MAX_BINS = 1_000_000
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 FORMATS = {".parquet": "parquet", ".parq": "parquet", ".pq": "parquet", ".arrow": "ipc",
            ".feather": "ipc", ".ipc": "ipc", ".root": "root"}
 
@@ -39,8 +40,8 @@ class HistSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     expr: str = Field(min_length=1, max_length=MAX_FILTER)
     bins: int | None = Field(None, ge=1, le=MAX_BINS)
-    range: tuple[float, float] | None = None
-    edges: list[float] | None = Field(None, min_length=2, max_length=MAX_BINS + 1)
+    range: tuple[FiniteFloat, FiniteFloat] | None = None
+    edges: list[FiniteFloat] | None = Field(None, min_length=2, max_length=MAX_BINS + 1)
     weight: str | None = Field(None, max_length=MAX_FILTER)
 
     @model_validator(mode="after")

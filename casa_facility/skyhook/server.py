@@ -148,12 +148,11 @@ def _flight_errors(fn):
 
 def _as_flight(err: BaseException) -> flight.FlightError:
     """A Flight error carrying the message and JSON kind; never the server's traceback."""
-    if isinstance(err, (CasaError, OSError, ValueError, KeyError, LookupError)):
+    if isinstance(err, (CasaError, OSError, ValueError, LookupError)):
         log.info("request failed: %s: %s", type(err).__name__, err)
-        msg = f"{type(err).__name__}: {err}"
-    else:  # a bug here: the details stay in the server log
-        log.exception("request failed unexpectedly")
-        msg = f"{type(err).__name__}: internal error in the Skyhook server (details are in its log)"
+    else:  # unexpected here: the traceback goes to the server log, only the message to the client
+        log.warning("request failed unexpectedly", exc_info=err)
+    msg = f"{type(err).__name__}: {err}"
     return flight.FlightServerError(msg[:4096], json.dumps(error_info(err)).encode())
 
 
