@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -507,7 +506,7 @@ def _fuzz_file(data: bytes, suffix: str = ".yaml") -> Path:
 @pytest.mark.timeout(80)
 @FUZZ
 @given(st.one_of(mutated(CATALOG_DOC),
-                 yaml_values.map(lambda v: yaml.safe_dump({"datasets": [v]} if not isinstance(v, dict) else v).encode()),
+                 yaml_values.map(lambda v: yaml.safe_dump(v if isinstance(v, dict) else {"datasets": [v]}).encode()),
                  yaml_values.map(lambda v: yaml.safe_dump({"datasets": [{"name": "x/r", "files": ["/a.root"],
                                                                           "metadata": v}]}).encode())))
 def test_fuzz_catalog_yaml(data):

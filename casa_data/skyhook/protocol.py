@@ -45,7 +45,7 @@ class HistSpec(BaseModel):
     weight: str | None = Field(None, max_length=MAX_FILTER)
 
     @model_validator(mode="after")
-    def _binning(self) -> "HistSpec":
+    def _binning(self) -> HistSpec:
         if self.edges is None and (self.bins is None or self.range is None):
             raise ValueError("give bins= and range=(lo, hi), or edges=[...]")
         if self.edges is not None and (self.bins is not None or self.range is not None):
@@ -87,7 +87,7 @@ class Request(BaseModel):
     def encode(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
-    def for_file(self, rel: str) -> "Request":
+    def for_file(self, rel: str) -> Request:
         return self.model_copy(update={"path": rel})
 
 

@@ -46,9 +46,8 @@ import pyarrow.flight as flight
 from casa_data import readers
 from casa_data.errors import CasaError, ObjectNotFoundError
 from casa_data.resolver import Candidate
-from casa_data.skyhook.protocol import fill_values
+from casa_data.skyhook.protocol import Request, decode, error_info, file_format, fill_values
 from casa_facility.skyhook.auth import BearerAuth, WLCGVerifier, authorize
-from casa_data.skyhook.protocol import Request, decode, error_info, file_format
 
 __all__ = ["SkyhookServer", "Store", "main"]
 
