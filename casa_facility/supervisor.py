@@ -148,10 +148,14 @@ class Facility:
     def start_servicex(self) -> None:
         from casa_facility.services.servicex import ServiceXEndpoint
 
-        sx = ServiceXEndpoint(self.dir / "servicex", workers=1, s3=self.s3)
+        # Authenticated by the facility's token issuer: the user token from `up` is the client's
+        # (refresh) token; requests belong to its subject. File lists: the facility's store only.
+        sx = ServiceXEndpoint(self.dir / "servicex", workers=1, s3=self.s3, issuer=self.issuer,
+                              data_roots=[str(self.dir / "store")])
         sx.start()
         self.stoppers.append(sx.stop)
-        self.config["paths"]["servicex"] = {"endpoint": sx.url}
+        tok = self.state["token_file"] if self.state.get("token_owned") else str(self.secrets / "token")
+        self.config["paths"]["servicex"] = {"endpoint": sx.url, "token_file": tok}
         self.services["servicex"] = {"url": sx.url, "ports": [sx.port], "pids": [sx.proc.pid]}
 
     def start_skyhook(self, store: Path) -> None:

@@ -46,18 +46,28 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sx(s3, tmp_path_factory):
-    """The endpoint, writing outputs to SeaweedFS; it resolves casa:// names with the shared catalog."""
+    """The endpoint (auth on, by default), writing outputs to SeaweedFS; it resolves casa:// names
+    with the shared catalog; file lists may name the shared data and the tests' temporary files."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CASA_CATALOG", str(CATALOG))
-        with ServiceXEndpoint(tmp_path_factory.mktemp("sx"), s3=s3) as ep:
+        with ServiceXEndpoint(tmp_path_factory.mktemp("sx"), s3=s3,
+                              data_roots=[SHARED, tmp_path_factory.getbasetemp()]) as ep:
             yield ep
+
+
+def auth(ep: ServiceXEndpoint) -> dict[str, str]:
+    """Headers with an access token of ``ep`` (traded for its refresh token, as the client does)."""
+    r = httpx.post(ep.url + "/token/refresh", headers={"Authorization": f"Bearer {ep.refresh_token}"})
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 @pytest.fixture()
 def env(sx, casa_env, monkeypatch):
     assert AGC.exists(), f"{AGC} is missing: the tests need ../shared/data (see its README)"
     cfg = casa_env / "casa.yaml"
-    cfg.write_text(yaml.safe_dump({"paths": {"servicex": {"endpoint": sx.url}}}))
+    tok = casa_env / "sx-token"
+    tok.write_text(sx.refresh_token)
+    cfg.write_text(yaml.safe_dump({"paths": {"servicex": {"endpoint": sx.url, "token_file": str(tok)}}}))
     monkeypatch.setenv("CASA_CONFIG", str(cfg))
     monkeypatch.setenv("CASA_CATALOG", str(CATALOG))
     reset_config()
@@ -78,7 +88,7 @@ def _same(a: ak.Array, b: ak.Array) -> None:
 
 
 # -- correctness ----------------------------------------------------------------------------------
-def test_muon_selection_by_catalog_name_to_s3_parquet(env, s3):
+def test_muon_selection_by_catalog_name_to_s3_parquet(env, s3, sx):
     q = _q().Where(lambda e: e.nMuon >= 2).Select(
         lambda e: {"pt": e.Muon_pt, "eta": e.Muon_eta, "charge": e.Muon_charge, "n": e.nMuon})
     ds = casa_data.open("cms/dimuon-2012", query=q, progress=False)
@@ -91,7 +101,7 @@ def test_muon_selection_by_catalog_name_to_s3_parquet(env, s3):
     _same(got[["pt", "eta", "charge"]], want[["Muon_pt", "Muon_eta", "Muon_charge"]])
     assert len(got) == 83343
     # The status carries no facility S3 key: clients read outputs through the endpoint.
-    st = httpx.get(f"{ds.metadata['servicex']['endpoint']}/servicex/transformation/{rid}").json()
+    st = httpx.get(f"{ds.metadata['servicex']['endpoint']}/servicex/transformation/{rid}", headers=auth(sx)).json()
     assert s3.secret_key not in str(st) and s3.access_key not in str(st)
     assert st["minio-endpoint"] == ds.metadata["servicex"]["endpoint"].removeprefix("http://")
     # The Dataset offers the core reads too: a filter over the delivered columns.
@@ -277,7 +287,7 @@ def _slow(path):
 
 def test_restart_mid_request_completes_with_auth_and_local_outputs(casa_env, monkeypatch, tmp_path):
     inputs = [DY, DIMUON, AGC]
-    ep = ServiceXEndpoint(tmp_path / "ep", workers=1, auth=True)
+    ep = ServiceXEndpoint(tmp_path / "ep", workers=1, auth=True, data_roots=[SHARED])
     with ep:
         tok = tmp_path / "token"
         tok.write_text(ep.refresh_token)
@@ -345,7 +355,7 @@ def test_killed_worker_is_replaced_and_the_file_reruns(env, sx):
     th.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait for the request, then for both workers to be in _slow
-        running = [r for r in httpx.get(sx.url + "/servicex/transformation").json()["requests"]
+        running = [r for r in httpx.get(sx.url + "/servicex/transformation", headers=auth(sx)).json()["requests"]
                    if r["status"] == "Running" and r["files"] == 2]
         if running:
             break
@@ -407,14 +417,18 @@ def test_func_adl_reads_s3_replicas_through_the_facility_s3_settings(s3, casa_en
         monkeypatch.delenv(k, raising=False)
     cfg, cat = tmp_path / "casa.yaml", tmp_path / "catalog.yaml"
     cfg.write_text(yaml.safe_dump({"paths": {"s3": s3.path_options()}}))
+    ep = ServiceXEndpoint(tmp_path / "sx", s3=s3, port=free_port())  # inherits CASA_CONFIG, CASA_CATALOG
+    (tmp_path / "sx-token").write_text(ep.refresh_token)
+    cfg.write_text(yaml.safe_dump({"paths": {"s3": s3.path_options(), "servicex": {
+        "endpoint": ep.url, "token_file": str(tmp_path / "sx-token")}}}))
     cat.write_text(yaml.safe_dump({"datasets": [{"name": "test/agc-on-s3", "files": [
         {"lfn": "/store/agc.root", "replicas": [{"url": "s3://sx-inputs/agc/open-data-example.root",
                                                  "via": "s3"}]}]}]}))
     monkeypatch.setenv("CASA_CONFIG", str(cfg))
     monkeypatch.setenv("CASA_CATALOG", str(cat))
     reset_config()
-    with ServiceXEndpoint(tmp_path / "sx", s3=s3) as ep:  # inherits CASA_CONFIG and CASA_CATALOG
+    with ep:
         q = _q().Where(lambda e: e.nMuon >= 2).Select(lambda e: {"pt": e.Muon_pt, "eta": e.Muon_eta})
-        got = casa_data.open("test/agc-on-s3", query=q, endpoint=ep.url, progress=False).to_awkward()
+        got = casa_data.open("test/agc-on-s3", query=q, progress=False).to_awkward()
     want = _direct(AGC, ["nMuon", "Muon_pt", "Muon_eta"], lambda a: a.nMuon >= 2)
     _same(got[["pt", "eta"]], want[["Muon_pt", "Muon_eta"]])

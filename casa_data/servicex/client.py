@@ -63,7 +63,10 @@ def local_endpoint():
     ServiceXEndpoint = Registry("local service", "casa.local_services", {}).load("servicex")
     if "sx" not in _LOCAL or not _LOCAL["sx"].running:
         opts = get_config().path_options("servicex")
-        sx = ServiceXEndpoint(get_config().data_path / "servicex-endpoint", workers=int(opts.get("workers", 2)))
+        # Authenticated (a random refresh token only this process knows); its only user is this
+        # process, so file lists may name any file this user can read (the state dir excepted).
+        sx = ServiceXEndpoint(get_config().data_path / "servicex-endpoint", workers=int(opts.get("workers", 2)),
+                              data_roots=["/"])
         log.info("starting a local ServiceX endpoint in %s", sx.workdir)
         _LOCAL["sx"] = sx.start()
         atexit.register(sx.stop)
@@ -117,7 +120,8 @@ def _endpoint(endpoint: str | None) -> tuple[str, str, float | None]:
             raise ServiceError(f"paths.servicex.token_file {tf} cannot be read ({err.strerror}); "
                                "write your ServiceX refresh token there") from None
     if not url:
-        url = local_endpoint().url
+        sx = local_endpoint()
+        url, token = sx.url, sx.refresh_token
     poll = opts.get("poll_interval")
     if poll is None and urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1"):
         poll = 0.1

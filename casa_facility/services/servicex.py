@@ -32,7 +32,15 @@ class ServiceXEndpoint(Service):
     workdir : state and logs (a temporary directory by default).
     workers : transform processes (default 2).
     s3 : where outputs go; a SeaweedFS launcher or a mapping with ``endpoint_url``, ``key``, ``secret``.
-    auth : require tokens: a random refresh token is made (:attr:`refresh_token`).
+    auth : require tokens (default): a random refresh token is made (:attr:`refresh_token`).
+    issuer : also trust WLCG tokens of this issuer (``.issuer``, ``.audience``, ``.jwks()``, e.g. a
+        :class:`~casa_facility.services.pki.TestIssuer`); requests belong to the token's ``sub``.
+    insecure_no_auth : serve without any token (loopback only); ``auth=False`` means the same.
+    data_roots : directories (or URL prefixes) file lists may name, besides the catalog's replicas.
+    same_user : run transforms as this user instead of ``casa-transform`` (an endpoint serving only
+        the user who starts it, e.g. the client's own; needed when not root).
+    limits : per-file sandbox limits (:class:`~casa_facility.servicex.sandbox.Limits`);
+        ``max_files``, ``max_bytes``, ``max_active``: per request / per user.
     port : fixed port (default: a free one, kept across restarts of this launcher).
     """
 
@@ -40,13 +48,21 @@ class ServiceXEndpoint(Service):
     startup_timeout = 60.0
 
     def __init__(self, workdir: str | os.PathLike | None = None, *, workers: int = 2,
-                 s3: Any = None, auth: bool = False, port: int | None = None):
+                 s3: Any = None, auth: bool = True, port: int | None = None, issuer: Any = None,
+                 insecure_no_auth: bool = False, data_roots: list[str | os.PathLike] | None = None,
+                 same_user: bool | None = None, limits: Any = None, max_files: int | None = None,
+                 max_bytes: int | None = None, max_active: int | None = None):
         super().__init__(workdir)
         self.workers = workers
         if s3 is not None and not isinstance(s3, dict):
             s3 = {"endpoint_url": s3.endpoint_url, "key": s3.access_key, "secret": s3.secret_key}
         self._s3 = s3
-        self._refresh = secrets.token_urlsafe(24) if auth else ""
+        self.insecure_no_auth = insecure_no_auth or not auth
+        self._refresh = "" if self.insecure_no_auth else secrets.token_urlsafe(24)
+        self.issuer = issuer
+        self.data_roots = [os.fspath(r) for r in (data_roots or [])]
+        self.same_user = (os.geteuid() != 0) if same_user is None else same_user
+        self.limits, self.max_files, self.max_bytes, self.max_active = limits, max_files, max_bytes, max_active
         self.port = port or 0
 
     @property
@@ -67,12 +83,30 @@ class ServiceXEndpoint(Service):
                 "--state", str(self.workdir / "state"), "--workers", str(self.workers)]
         if self._s3:
             argv += ["--s3-endpoint", self._s3["endpoint_url"]]
+        if self.insecure_no_auth:
+            argv += ["--insecure-no-auth"]
+        if self.issuer is not None:
+            jwks = self.workdir / "jwks.json"
+            jwks.write_text(json.dumps(self.issuer.jwks()))
+            argv += ["--issuer", self.issuer.issuer, "--jwks", str(jwks)]
+            if getattr(self.issuer, "audience", None):
+                argv += ["--audience", self.issuer.audience]
+        for root in self.data_roots:
+            argv += ["--data-root", root]
+        if self.same_user:
+            argv += ["--sandbox-same-user"]
+        if self.limits is not None:
+            argv += ["--file-timeout", str(self.limits.wall), "--file-memory-gb", str(self.limits.memory / (1 << 30))]
+        for opt, v in (("--max-files", self.max_files), ("--max-bytes", self.max_bytes), ("--max-active", self.max_active)):
+            if v is not None:
+                argv += [opt, str(v)]
         return argv
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         for var in ("CASA_SX_S3_KEY", "CASA_SX_S3_SECRET", "CASA_SX_REFRESH_TOKEN"):
             env.pop(var, None)
+        # (transforms never see this environment: the sandbox starts its workers with a clean one)
         if self._s3:
             env["CASA_SX_S3_KEY"], env["CASA_SX_S3_SECRET"] = self._s3["key"], self._s3["secret"]
         if self._refresh:
@@ -99,7 +133,8 @@ class ServiceXEndpoint(Service):
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<ServiceXEndpoint {self.url} {state} s3={'yes' if self._s3 else 'local'} auth={bool(self._refresh)}>"
+        auth = "none (insecure)" if self.insecure_no_auth else "wlcg+token" if self.issuer else "token"
+        return f"<ServiceXEndpoint {self.url} {state} s3={'yes' if self._s3 else 'local'} auth={auth}>"
 
 
 def OutputSeaweedFS(workdir: str | os.PathLike | None = None, **kw: Any):

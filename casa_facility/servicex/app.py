@@ -3,8 +3,20 @@
 Run it with ``python -m casa_facility.servicex.app --port P --state DIR`` (or
 :class:`casa_facility.services.servicex.ServiceXEndpoint`). Secrets come from the environment, never
 argv: ``CASA_SX_S3_KEY`` / ``CASA_SX_S3_SECRET`` (outputs to S3 at ``--s3-endpoint``),
-``CASA_SX_REFRESH_TOKEN`` (turns auth on: ``/token/refresh`` trades it for a short HS256 JWT that
-every ``/servicex/transformation*`` call needs).
+``CASA_SX_REFRESH_TOKEN``.
+
+Security (see :mod:`.settings`, :mod:`.sandbox`):
+
+* Auth is on by default: ``/token/refresh`` trades the refresh token, or a WLCG token of the
+  trusted issuer (``--issuer``/``--jwks``), for a short HS256 access token; WLCG tokens are also
+  accepted directly. Every call but ``GET /servicex`` needs one. A request belongs to the token's
+  subject: another user's token cannot see, read, cancel or delete it (404). ``--insecure-no-auth``
+  turns this off, on a loopback address only.
+* Transforms run in the sandbox as ``casa-transform`` (never as the endpoint's user), with limits.
+* Outputs are read through a SigV4-checked S3 subset with a key per user (signature, expiry, key).
+* Limits: files and bytes per request, unfinished requests per user, body size; file lists only
+  name the catalog's replicas and files under ``--data-root``; every malformed request is a 4xx
+  naming the field.
 
 Outputs go to a bucket per request on the facility S3 server, or to ``DIR/outputs/<request>/``.
 Either way clients read them through this app's read-only S3 subset (HEAD/GET with Range,
@@ -17,27 +29,29 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
 import os
-import secrets
+import re
 import shutil
 import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 from xml.sax.saxutils import escape
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from casa_facility.servicex.scheduler import Scheduler
-from casa_facility.servicex.settings import Settings
+from casa_facility.servicex.settings import LOOPBACK_HOSTS, Settings
 from casa_facility.servicex.store import DONE, Store
 from casa_data.servicex.query import CODEGENS, QueryError, compile_query, object_name
 
@@ -60,14 +74,126 @@ def _jwt(key: bytes, claims: dict[str, Any]) -> str:
     return head + "." + _b64(hmac.new(key, head.encode(), hashlib.sha256).digest())
 
 
-def _jwt_ok(key: bytes, token: str) -> bool:
+def _jwt_sub(key: bytes, token: str) -> str | None:
+    """The subject of one of our access tokens (HS256, unexpired), else None."""
     try:
         head, payload, sig = token.split(".")
         good = _b64(hmac.new(key, f"{head}.{payload}".encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(good.encode(), sig.encode()):
+            return None
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return hmac.compare_digest(good, sig) and claims.get("exp", 0) > time.time()
-    except (ValueError, json.JSONDecodeError):
-        return False
+    except (ValueError, TypeError, UnicodeError):
+        return None
+    if not isinstance(claims, dict) or claims.get("typ") != "casa-servicex-access":
+        return None
+    exp = claims.get("exp")
+    if not isinstance(exp, (int, float)) or exp <= time.time() or not isinstance(claims.get("sub"), str):
+        return None
+    return claims["sub"]
+
+
+# -- SigV4 (the S3 subset) ------------------------------------------------------------------------
+class SigV4Error(Exception):
+    pass
+
+
+_SIGV4_SKEW = 900  # seconds of clock skew accepted for header-signed requests
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def verify_sigv4(request: Request, secret_for, owners: dict[str, str]) -> str:
+    """Check an AWS Signature V4 (header or presigned URL); the owner of the access key used."""
+    raw_query = request.scope.get("query_string", b"").decode("latin-1")
+    pairs = parse_qsl(raw_query, keep_blank_values=True)
+    params = dict(pairs)
+    now = time.time()
+    if "Signature" in params and "AWSAccessKeyId" in params:
+        return _verify_sigv2_query(request, params, secret_for, owners, now)
+    if "X-Amz-Signature" in params:
+        if params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+            raise SigV4Error("only AWS4-HMAC-SHA256 signatures are accepted")
+        cred, signed, sig = params.get("X-Amz-Credential", ""), params.get("X-Amz-SignedHeaders", ""), params["X-Amz-Signature"]
+        amz_date = params.get("X-Amz-Date", "")
+        try:
+            expires = int(params.get("X-Amz-Expires", ""))
+        except ValueError:
+            raise SigV4Error("X-Amz-Expires is missing or not a number") from None
+        payload = "UNSIGNED-PAYLOAD"
+        pairs = [(k, v) for k, v in pairs if k != "X-Amz-Signature"]
+    else:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("AWS4-HMAC-SHA256 "):
+            raise SigV4Error("a request signed with AWS Signature V4 is required (unknown access key)")
+        fields = {}
+        for part in auth[len("AWS4-HMAC-SHA256 "):].split(","):
+            k, _, v = part.strip().partition("=")
+            fields[k] = v
+        cred, signed, sig = fields.get("Credential", ""), fields.get("SignedHeaders", ""), fields.get("Signature", "")
+        amz_date = request.headers.get("x-amz-date", "")
+        expires = None
+        payload = request.headers.get("x-amz-content-sha256") or hashlib.sha256(b"").hexdigest()
+    try:
+        key, date, region, service, term = cred.split("/")
+    except ValueError:
+        raise SigV4Error("malformed credential scope") from None
+    if term != "aws4_request" or service != "s3":
+        raise SigV4Error("malformed credential scope")
+    secret = secret_for(key)
+    if secret is None:
+        raise SigV4Error("unknown access key")
+    try:
+        t = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        raise SigV4Error("X-Amz-Date is missing or malformed") from None
+    if not amz_date.startswith(date):
+        raise SigV4Error("the credential date does not match X-Amz-Date")
+    if expires is not None:
+        if expires < 1 or t > now + _SIGV4_SKEW or now > t + expires:
+            raise SigV4Error("the presigned URL has expired (or is not valid yet)")
+    elif abs(now - t) > _SIGV4_SKEW:
+        raise SigV4Error("the request time is too far from the server's (RequestTimeTooSkewed)")
+    names = [h for h in signed.split(";") if h]
+    if "host" not in names or names != sorted(names):
+        raise SigV4Error("the signed headers must include host")
+    headers = "".join(f"{h}:{' '.join(request.headers.get(h, '').split())}\n" for h in names)
+    query = "&".join(f"{k}={v}" for k, v in sorted((_q(k), _q(v)) for k, v in pairs))
+    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    canonical = "\n".join([request.method, path, query, headers, signed, payload])
+    scope = f"{date}/{region}/{service}/{term}"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    k = ("AWS4" + secret).encode()
+    for part in (date, region, service, term):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    good = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(good.encode(), sig.encode("latin-1", "replace")):
+        raise SigV4Error("SignatureDoesNotMatch: the request signature does not match")
+    return owners[key]
+
+
+def _verify_sigv2_query(request: Request, params: dict[str, str], secret_for, owners: dict[str, str],
+                        now: float) -> str:
+    """A presigned URL in the query-string form of Signature V2 (what botocore makes for S3 by default)."""
+    key = params["AWSAccessKeyId"]
+    secret = secret_for(key)
+    if secret is None:
+        raise SigV4Error("unknown access key")
+    try:
+        expires = int(params.get("Expires", ""))
+    except ValueError:
+        raise SigV4Error("Expires is missing or not a number") from None
+    if now > expires:
+        raise SigV4Error("the presigned URL has expired")
+    amz = "".join(f"{k}:{v.strip()}\n" for k, v in sorted(request.headers.items()) if k.startswith("x-amz-"))
+    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    to_sign = "\n".join([request.method, request.headers.get("content-md5", ""), request.headers.get("content-type", ""),
+                         str(expires), amz + path])
+    good = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
+    if not hmac.compare_digest(good.encode(), params["Signature"].encode("latin-1", "replace")):
+        raise SigV4Error("SignatureDoesNotMatch: the request signature does not match")
+    return owners[key]
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -89,12 +215,47 @@ def create_app(settings: Settings) -> FastAPI:
         # The servicex client shows "message" (ServiceX's key); FastAPI's "detail" kept too.
         return JSONResponse({"message": exc.detail, "detail": exc.detail}, status_code=exc.status_code)
 
-    def auth(request: Request) -> None:
-        if not settings._refresh:
-            return
-        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not _jwt_ok(settings._jwt_key, token):
-            raise HTTPException(401, "a valid access token is required: refresh it with /token/refresh")
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors()[:3]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("path", "query", "body"))
+            parts.append(f"{loc or 'request'}: {e.get('msg')}")
+        msg = "; ".join(parts) or "malformed request"
+        return JSONResponse({"message": msg, "detail": msg}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"message": "internal error", "detail": "internal error"}, status_code=500)
+
+    def user(request: Request) -> str:
+        """The caller's identity (the owner of what it submits); 401 without a valid token."""
+        if settings.insecure_no_auth:
+            return ""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "this endpoint needs a bearer token: configure your ServiceX refresh "
+                                     "token (servicex.yaml token:) or send a WLCG token")
+        sub = _jwt_sub(settings._jwt_key, token)
+        if sub is not None:
+            return sub
+        if settings.verifier is not None and token.count(".") == 2:
+            from casa_facility.skyhook.auth import AuthFailed
+
+            try:
+                claims = settings.verifier.verify(token)
+            except AuthFailed as err:
+                raise HTTPException(401, str(err)) from None
+            return _wlcg_owner(settings, claims)
+        raise HTTPException(401, "the access token is not valid (or has expired): refresh it with /token/refresh")
+
+    def owned(request_id: str, who: str) -> dict[str, Any]:
+        req = store.request(request_id)
+        if req is None or (req.get("owner") or "") != who:  # another user's request does not exist for you
+            raise HTTPException(404, f"no transform request {request_id}")
+        return req
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -107,106 +268,133 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/token/refresh")
     def refresh(request: Request) -> dict[str, Any]:
-        if not settings._refresh:
+        if settings.insecure_no_auth:
             return {"access_token": "authentication_disabled", "auth_disabled": True}
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, settings._refresh):
+        given = request.headers.get("authorization", "").partition(" ")[2].strip()
+        if settings._refresh and given and hmac.compare_digest(given.encode(), settings._refresh.encode()):
+            sub, exp = "casa", int(time.time()) + 3600
+        elif settings.verifier is not None and given.count(".") == 2:
+            from casa_facility.skyhook.auth import AuthFailed
+
+            try:
+                claims = settings.verifier.verify(given)
+            except AuthFailed as err:
+                raise HTTPException(401, str(err)) from None
+            sub, exp = _wlcg_owner(settings, claims), min(int(claims["exp"]), int(time.time()) + 3600)
+        else:
             raise HTTPException(401, "the refresh token is not valid for this endpoint")
-        return {"access_token": _jwt(settings._jwt_key, {"sub": "casa", "exp": int(time.time()) + 3600})}
+        return {"access_token": _jwt(settings._jwt_key, {"sub": sub, "exp": exp, "typ": "casa-servicex-access"})}
 
-    @app.post("/servicex/transformation", dependencies=[Depends(auth)])
-    async def submit(request: Request) -> dict[str, str]:
+    @app.post("/servicex/transformation")
+    async def submit(request: Request, who: str = Depends(user)) -> dict[str, str]:
+        if request.query_params:
+            raise HTTPException(400, f"unexpected query parameter(s): {', '.join(sorted(request.query_params))}")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > settings.max_body:
+                raise HTTPException(413, f"the request body is larger than {settings.max_body} bytes")
         try:
-            body = await request.json()
-        except json.JSONDecodeError:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
             raise HTTPException(400, "the request body is not JSON") from None
-        return {"request_id": _submit(settings, store, sched, body)}
+        except RecursionError:
+            raise HTTPException(400, "the request body is nested too deeply") from None
+        return {"request_id": _submit(settings, store, sched, body, who)}
 
-    @app.get("/servicex/transformation", dependencies=[Depends(auth)])
-    def list_requests() -> dict[str, Any]:
-        return {"requests": [_status(settings, store.request(r)) for r in store.requests()]}
+    @app.get("/servicex/transformation")
+    def list_requests(who: str = Depends(user)) -> dict[str, Any]:
+        return {"requests": [_status(settings, r) for r in (store.request(x) for x in store.requests())
+                             if r is not None and (r.get("owner") or "") == who]}
 
-    def _get(request_id: str) -> dict[str, Any]:
-        req = store.request(request_id)
-        if req is None:
-            raise HTTPException(404, f"no transform request {request_id}")
-        return req
+    @app.get("/servicex/transformation/{request_id}")
+    def status(request_id: str, who: str = Depends(user)) -> dict[str, Any]:
+        return _status(settings, owned(request_id, who))
 
-    @app.get("/servicex/transformation/{request_id}", dependencies=[Depends(auth)])
-    def status(request_id: str) -> dict[str, Any]:
-        return _status(settings, _get(request_id))
-
-    @app.get("/servicex/transformation/{request_id}/results", dependencies=[Depends(auth)])
-    def results(request_id: str, later_than: str | None = None, status: str = "success") -> dict[str, Any]:
-        _get(request_id)
+    @app.get("/servicex/transformation/{request_id}/results")
+    def results(request_id: str, later_than: str | None = None, status: str = "success",
+                who: str = Depends(user)) -> dict[str, Any]:
+        owned(request_id, who)
+        if status not in ("success", "failure", "pending", "running"):
+            raise HTTPException(400, "status: one of success, failure, pending, running")
         since = None
         if later_than:
-            since = dt.datetime.fromisoformat(later_than).astimezone(dt.timezone.utc).replace(tzinfo=None)
+            try:
+                since = dt.datetime.fromisoformat(later_than)
+                if since.tzinfo is not None:
+                    since = since.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            except (ValueError, OverflowError):
+                raise HTTPException(400, f"later_than: {later_than[:100]!r} is not an ISO 8601 time") from None
         rows = store.files(request_id, status=status, later_than=since.isoformat(timespec="microseconds") if since else None)
         return {"results": [{"s3-object-name": f["object"] if f["status"] == "success" else "",
                              "file-path": f["lfn"], "total-bytes": f["size"] or 0, "total-events": f["events"] or 0,
                              "created_at": f["created_at"], "transform_status": f["status"],
                              "error": f["error"]} for f in rows]}
 
-    @app.get("/servicex/transformation/{request_id}/errors", dependencies=[Depends(auth)])
-    def errors(request_id: str) -> dict[str, Any]:
-        _get(request_id)
+    @app.get("/servicex/transformation/{request_id}/errors")
+    def errors(request_id: str, who: str = Depends(user)) -> dict[str, Any]:
+        owned(request_id, who)
         return {"errors": [{"file": f["lfn"], "error": f["error"]} for f in store.files(request_id, "failure")]}
 
-    @app.api_route("/servicex/transformation/{request_id}/cancel", methods=["GET", "POST"],
-                   dependencies=[Depends(auth)])
-    def cancel(request_id: str) -> dict[str, str]:
-        req = _get(request_id)
+    @app.api_route("/servicex/transformation/{request_id}/cancel", methods=["GET", "POST"])
+    def cancel(request_id: str, who: str = Depends(user)) -> dict[str, str]:
+        req = owned(request_id, who)
         if req["status"] in DONE:
             raise HTTPException(400, f"request {request_id} is already {req['status']}")
         store.set_status(request_id, "Canceled")
         sched.cancel(request_id)
         return {"message": f"request {request_id} canceled"}
 
-    @app.delete("/servicex/transformation/{request_id}", dependencies=[Depends(auth)])
-    def delete(request_id: str) -> dict[str, str]:
-        req = _get(request_id)
+    @app.delete("/servicex/transformation/{request_id}")
+    def delete(request_id: str, who: str = Depends(user)) -> dict[str, str]:
+        req = owned(request_id, who)
         if req["status"] not in DONE:
             raise HTTPException(400, f"request {request_id} is {req['status']}: cancel it first")
         _delete_outputs(settings, req)
         store.delete_request(request_id)
         return {"message": f"request {request_id} deleted"}
 
-    @app.get("/servicex/datasets", dependencies=[Depends(auth)])
+    @app.get("/servicex/datasets", dependencies=[Depends(user)])
     def datasets(request: Request) -> dict[str, Any]:
         finder = request.query_params.get("did-finder")
         deleted = request.query_params.get("show-deleted", "false").lower() == "true"
         return {"datasets": [_dataset(d) for d in store.datasets(finder, deleted)]}
 
-    @app.get("/servicex/datasets/{ds_id}", dependencies=[Depends(auth)])
+    @app.get("/servicex/datasets/{ds_id}", dependencies=[Depends(user)])
     def dataset(ds_id: int) -> dict[str, Any]:
-        d = store.get_dataset(ds_id)
+        d = store.get_dataset(ds_id) if abs(ds_id) < 1 << 62 else None
         if d is None:
             raise HTTPException(404, f"no dataset {ds_id}")
         return _dataset(d, with_files=True)
 
-    @app.delete("/servicex/datasets/{ds_id}", dependencies=[Depends(auth)])
+    @app.delete("/servicex/datasets/{ds_id}", dependencies=[Depends(user)])
     def delete_dataset(ds_id: int) -> dict[str, bool]:
-        if not store.mark_dataset_stale(ds_id):
+        if abs(ds_id) >= 1 << 62 or not store.mark_dataset_stale(ds_id):
             raise HTTPException(404, f"no dataset {ds_id}")
         return {"stale": True}
 
-    # -- the read-only S3 subset over DIR/outputs (only when outputs are local) ---------------------
-    def s3_auth(request: Request) -> None:
-        cred = request.headers.get("authorization", "") + " " + request.query_params.get("X-Amz-Credential", "")
-        if f"{settings.local_key}/" not in cred and f"Credential={settings.local_key}/" not in cred:
-            raise HTTPException(403, "unknown access key")
+    # -- the read-only S3 subset: SigV4 checked, each user's key reads that user's buckets -----------
+    def s3_owner(request: Request) -> str:
+        owners = {settings.s3_keys(o)[0]: o for o in store.owners()}
+        owners.setdefault(settings.s3_keys("")[0], "")
+        try:
+            return verify_sigv4(request, lambda key: settings.s3_keys(owners[key])[1] if key in owners else None,
+                                owners)
+        except SigV4Error as err:
+            raise HTTPException(403, str(err)) from None
 
-    def s3_dir(bucket: str) -> Path:
+    def s3_dir(bucket: str, who: str) -> Path:
         d = settings.state / "outputs" / bucket
-        # Only the buckets of this endpoint's requests: never a proxy to other facility buckets.
-        if store.request(bucket) is None or (not settings.s3_endpoint and not d.is_dir()):
+        req = store.request(bucket)
+        # Only the buckets of this endpoint's requests, and only the caller's: never a proxy to
+        # other facility buckets or to another user's outputs.
+        if req is None or (req.get("owner") or "") != who or (not settings.s3_endpoint and not d.is_dir()):
             raise HTTPException(404, "NoSuchBucket")
         return d
 
-    @app.api_route("/{bucket}/{key:path}", methods=["GET", "HEAD"], dependencies=[Depends(s3_auth)])
+    @app.api_route("/{bucket}/{key:path}", methods=["GET", "HEAD"])
     def s3_object(bucket: str, key: str, request: Request) -> Response:
-        d = s3_dir(bucket)
+        d = s3_dir(bucket, s3_owner(request))
         if not key or "/" in key or key.startswith("."):
             raise HTTPException(404, "NoSuchKey")
         if settings.s3_endpoint:
@@ -215,15 +403,15 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, "NoSuchKey")
         return FileResponse(d / key, media_type="application/octet-stream")
 
-    @app.get("/{bucket}", dependencies=[Depends(s3_auth)])
-    def s3_list(bucket: str) -> Response:
-        d = s3_dir(bucket)
+    @app.get("/{bucket}")
+    def s3_list(bucket: str, request: Request) -> Response:
+        d = s3_dir(bucket, s3_owner(request))
         if settings.s3_endpoint:
             pages = _s3_admin(settings).get_paginator("list_objects_v2").paginate(Bucket=bucket)
             objs = [(o["Key"], o["Size"]) for page in pages for o in page.get("Contents", [])]
         else:
             objs = [(p.name, p.stat().st_size) for p in sorted(d.iterdir())
-                    if p.is_file() and not p.name.endswith(".tmp")]
+                    if p.is_file() and not p.name.endswith(".tmp") and not p.name.startswith(".")]
         items = "".join(f"<Contents><Key>{escape(k)}</Key><Size>{n}</Size></Contents>" for k, n in objs)
         n = items.count("<Contents>")
         xml = (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>{escape(bucket)}</Name>'
@@ -233,49 +421,158 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _submit(settings: Settings, store: Store, sched: Scheduler, body: dict[str, Any]) -> str:
-    fmt = FORMATS.get(body.get("result-format", "parquet"))
+def _wlcg_owner(settings: Settings, claims: dict[str, Any]) -> str:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise HTTPException(401, "the WLCG token has no subject (sub)")
+    return sub
+
+
+def _field(body: dict[str, Any], name: str, kinds: tuple, default: Any = None, limit: int = 1 << 20) -> Any:
+    value = body.get(name, default)
+    if value is not None and not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+        want = " or ".join(k.__name__.replace("str", "a string").replace("list", "a list") for k in kinds)
+        raise HTTPException(400, f"{name}: must be {want}, not {type(value).__name__}")
+    if isinstance(value, str) and len(value) > limit:
+        raise HTTPException(400, f"{name}: longer than {limit} characters")
+    return value
+
+
+def _submit(settings: Settings, store: Store, sched: Scheduler, body: Any, owner: str) -> str:
+    if not isinstance(body, dict):
+        raise HTTPException(400, f"the request body must be a JSON object, not {type(body).__name__}")
+    fmt_name = _field(body, "result-format", (str,), "parquet", 64)
+    fmt = FORMATS.get(fmt_name)
     if fmt is None:
-        raise HTTPException(400, f"result-format {body.get('result-format')!r} is not supported here; "
-                                 "use parquet or root-file")
-    if body.get("result-destination", "object-store") not in ("object-store", "volume"):
-        raise HTTPException(400, "result-destination must be object-store or volume")
-    if bool(body.get("did")) == bool(body.get("file-list")):
-        raise HTTPException(400, "give exactly one of did and file-list")
-    codegen = body.get("codegen", "")
+        raise HTTPException(400, f"result-format: {fmt_name[:64]!r} is not supported here; use parquet or root-file")
+    if _field(body, "result-destination", (str,), "object-store", 64) not in ("object-store", "volume"):
+        raise HTTPException(400, "result-destination: must be object-store or volume")
+    title = _field(body, "title", (str,), None, 4096)
+    did = _field(body, "did", (str,), None, 4096)
+    file_list = _field(body, "file-list", (list,), None)
+    if bool(did) == bool(file_list):
+        raise HTTPException(400, "did, file-list: give exactly one of them")
+    if file_list and not all(isinstance(p, str) and p and len(p) <= 4096 and "\0" not in p for p in file_list):
+        raise HTTPException(400, "file-list: must be a list of non-empty path strings")
+    codegen = _field(body, "codegen", (str,), "", 64)
     if codegen not in CODEGENS:
-        raise HTTPException(400, f"unknown codegen {codegen!r}; this endpoint has: {', '.join(CODEGENS)}")
+        raise HTTPException(400, f"codegen: unknown codegen {codegen[:64]!r}; this endpoint has: {', '.join(CODEGENS)}")
+    selection = _field(body, "selection", (str,), "", 4 << 20)
     try:
-        code, tree = compile_query(codegen, body.get("selection") or "", fmt)
+        code, tree = compile_query(codegen, selection or "", fmt)
+        if codegen == "uproot-raw":
+            _check_raw(code)
     except QueryError as err:
-        raise HTTPException(400, str(err)) from None
-    did, files = _lookup(body)
+        raise HTTPException(400, str(err) if "selection" in str(err) else f"selection: {err}") from None
+    except (RecursionError, MemoryError, ValueError, TypeError, SyntaxError) as err:
+        raise HTTPException(400, f"selection: cannot be translated ({type(err).__name__})") from None
+    if len(store.active(owner)) >= settings.max_active:
+        raise HTTPException(429, f"you have {settings.max_active} unfinished requests (the limit per user): wait "
+                                 "for one to end, or cancel one")
+    did, files = _lookup(settings, did, file_list)
     rid = str(uuid.uuid4())
     ds_id = store.dataset(did, "casa" if did.startswith("casa://") else "user", [f[0] for f in files])
     out = sched.output(rid)
     if out["kind"] == "s3":
         _s3_admin(settings).create_bucket(Bucket=rid)
-    store.add_request({"request_id": rid, "title": body.get("title"), "did": did, "did_id": ds_id,
-                       "selection": body.get("selection"), "codegen": codegen, "code": code, "tree": tree,
-                       "result_format": fmt, "output": out},
+    store.add_request({"request_id": rid, "title": title, "did": did, "did_id": ds_id,
+                       "selection": selection, "codegen": codegen, "code": code, "tree": tree,
+                       "result_format": fmt, "output": out, "owner": owner},
                       [(lfn, cands, object_name(lfn, fmt)) for lfn, cands in files])
     sched.dispatch(rid)
     return rid
 
 
-def _lookup(body: dict[str, Any]) -> tuple[str, list[tuple[str, list]]]:
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def _check_raw(code: str) -> None:
+    """uproot-raw runs no Python: expressions are branch names, cuts go through casa's Filter."""
+    from casa_data.errors import FilterError
+    from casa_data.expr import Filter
+
+    for i, q in enumerate(json.loads(code)):
+        for key in ("filter_name", "filter_typename"):
+            v = q.get(key)
+            if v is not None and not (isinstance(v, str) or isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                raise QueryError(f"uproot-raw entry {i}: {key} is a name pattern or a list of them")
+        exprs = q.get("expressions")
+        for e in [exprs] if isinstance(exprs, str) else (exprs or []):
+            if not isinstance(e, str) or not _PLAIN.match(e):
+                raise QueryError(f"uproot-raw entry {i}: expressions are branch names here (got {str(e)[:100]!r}); "
+                                 "select with filter_name and filter with cut")
+        if q.get("aliases"):
+            raise QueryError(f"uproot-raw entry {i}: aliases are not supported by this endpoint")
+        cut = q.get("cut")
+        if cut is not None:
+            if not isinstance(cut, str):
+                raise QueryError(f"uproot-raw entry {i}: cut must be a string")
+            try:
+                Filter(cut)
+            except FilterError as err:
+                raise QueryError(f"uproot-raw entry {i}: cut {cut[:200]!r}: {str(err).splitlines()[0]}") from None
+
+
+def _allowed(settings: Settings, path: str, replicas: set[str]) -> bool:
+    if path in replicas:
+        return True
+    state = os.path.realpath(settings.state)
+    if "://" in path:
+        return any(path.startswith(r.rstrip("/") + "/") for r in settings.data_roots if "://" in r)
+    real = os.path.realpath(path)
+    if real == state or real.startswith(state + os.sep):
+        return False
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in settings.data_roots if "://" not in r)
+
+
+def _catalog_replicas() -> set[str]:
+    from casa_data.catalog import get_catalog
+
+    out: set[str] = set()
+    try:
+        cat = get_catalog()
+        for name in cat.names():
+            spec = cat.get(name)
+            for f in spec.files:
+                out.update(str(r.url) if hasattr(r, "url") else str(r) for r in (getattr(f, "replicas", None) or []))
+    except Exception as err:  # noqa: BLE001 - no catalog: only the data roots
+        log.debug("catalog replicas unavailable: %s", err)
+    return out
+
+
+def _lookup(settings: Settings, did: str | None, file_list: list | None) -> tuple[str, list[tuple[str, list]]]:
     """``(did, [(lfn, [[url, via], ...]), ...])`` for a file list or a ``casa://`` catalog name."""
-    if body.get("file-list"):
-        paths = [str(p) for p in body["file-list"]]
-        return "file-list:" + hashlib.sha1("\n".join(sorted(paths)).encode()).hexdigest()[:12], \
-            [(p, [[p, None]]) for p in paths]
-    did = str(body["did"])
+    if file_list:
+        if not all(isinstance(p, str) and p and len(p) <= 4096 and "\0" not in p for p in file_list):
+            raise HTTPException(400, "file-list: must be a list of non-empty path strings")
+        if len(file_list) > settings.max_files:
+            raise HTTPException(400, f"file-list: {len(file_list)} files; at most {settings.max_files} per request")
+        replicas = _catalog_replicas()
+        bad = [p for p in file_list if not _allowed(settings, p, replicas)]
+        if bad:
+            raise HTTPException(403, f"file-list: {bad[0][:300]!r} is outside the data this endpoint serves "
+                                     f"(its catalog's replicas and its data roots){f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
+        total = 0
+        for p in file_list:
+            if "://" not in p:
+                with contextlib.suppress(OSError):
+                    total += os.stat(p).st_size
+        if total > settings.max_bytes:
+            raise HTTPException(400, f"file-list: {total} bytes of input; at most {settings.max_bytes} per request")
+        return "file-list:" + hashlib.sha1("\n".join(sorted(file_list)).encode()).hexdigest()[:12], \
+            [(p, [[p, None]]) for p in file_list]
     parts = urlsplit(did)
     if parts.scheme != "casa":
-        raise HTTPException(400, f"dataset {did!r}: this endpoint resolves file lists and casa:// catalog "
+        raise HTTPException(400, f"did: {did[:300]!r}: this endpoint resolves file lists and casa:// catalog "
                                  "names only (GenericDataSet('casa', 'cms/dimuon-2012'))")
     name = (parts.netloc + parts.path).strip("/")
-    nfiles = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("files")
+    nfiles = None
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key != "files":
+            raise HTTPException(400, f"did: unknown option {key[:50]!r} (only files=N)")
+        if not value.isdigit() or len(value) > 9:
+            raise HTTPException(400, f"did: files={value[:50]!r} is not a whole number")
+        nfiles = int(value)
     from casa_data.catalog import get_catalog
     from casa_data.errors import CasaError
     from casa_data.resolver import resolve
@@ -284,13 +581,16 @@ def _lookup(body: dict[str, Any]) -> tuple[str, list[tuple[str, list]]]:
         spec = get_catalog().get(name)
         resolved = resolve(spec)
     except CasaError as err:
-        raise HTTPException(400, f"dataset {did!r}: {err}") from None
-    if nfiles and int(nfiles) > 0:
-        resolved = resolved[: int(nfiles)]
+        raise HTTPException(400, f"did: {did[:300]!r}: {err}") from None
+    if nfiles:
+        resolved = resolved[:nfiles]
+    if len(resolved) > settings.max_files:
+        raise HTTPException(400, f"did: {len(resolved)} files; at most {settings.max_files} per request (use files=N)")
     return f"casa://{name}", [(f.lfn, [[c.url, c.via] for c in f.candidates]) for f in resolved]
 
 
 def _status(settings: Settings, r: dict[str, Any]) -> dict[str, Any]:
+    keys = settings.s3_keys(r.get("owner") or "")  # the owner's key: reads only the owner's buckets
     return {
         "request_id": r["request_id"], "did": r["did"] or "", "did_id": r["did_id"] or 0, "title": r["title"],
         "selection": r["selection"], "tree-name": r["tree"], "image": CODEGENS[r["codegen"]],
@@ -301,9 +601,10 @@ def _status(settings: Settings, r: dict[str, Any]) -> dict[str, Any]:
         "files-remaining": r["files"] - r["files_completed"] - r["files_failed"],
         "submit-time": r["submit_time"], "finish-time": r["finish_time"],
         # ServiceX hands its MinIO keys to every client here. casa never does: outputs are read
-        # through this app's S3 subset (a proxy to the facility S3), with a key good only for that.
+        # through this app's S3 subset (a proxy to the facility S3), with a key good only for the
+        # buckets of this request's owner.
         "minio-endpoint": settings.public, "minio-secured": False,
-        "minio-access-key": settings.local_key, "minio-secret-key": "not-checked",
+        "minio-access-key": keys[0], "minio-secret-key": keys[1],
         "log-url": None,
     }
 
@@ -368,15 +669,52 @@ def _delete_outputs(settings: Settings, req: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from casa_facility.servicex.sandbox import Limits
+
     p = argparse.ArgumentParser(description="casa's ServiceX-compatible endpoint (binds 127.0.0.1)")
     p.add_argument("--port", type=int, default=15000)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--state", required=True, help="directory for state.sqlite and local outputs")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--s3-endpoint", help="S3 server for outputs (keys in CASA_SX_S3_KEY/_SECRET)")
+    p.add_argument("--issuer", help="trust WLCG tokens of this issuer (with --jwks)")
+    p.add_argument("--jwks", help="the issuer's public keys (JWKS file)")
+    p.add_argument("--audience", help="the audience WLCG tokens must name")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="INSECURE: answer without any token (refused on a non-loopback address)")
+    p.add_argument("--data-root", action="append", default=[],
+                   help="a directory (or URL prefix) file lists may name (repeatable); the catalog's replicas always")
+    p.add_argument("--sandbox-same-user", action="store_true",
+                   help="run transforms as the endpoint's own user (only for an endpoint serving just that user)")
+    p.add_argument("--max-files", type=int, default=10_000, help="input files per request")
+    p.add_argument("--max-bytes", type=int, default=1 << 40, help="input bytes per request")
+    p.add_argument("--max-active", type=int, default=8, help="unfinished requests per user")
+    p.add_argument("--file-timeout", type=float, default=600.0, help="wall-clock seconds per file")
+    p.add_argument("--file-memory-gb", type=float, default=16.0, help="address space per transform (GiB)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(a.state, a.workers, a.s3_endpoint, port=a.port)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=a.port, log_level="warning", access_log=False)
+    if a.insecure_no_auth and a.host not in LOOPBACK_HOSTS:
+        p.error(f"--insecure-no-auth is refused on {a.host}: only a loopback address may serve without tokens")
+    if bool(a.issuer) != bool(a.jwks):
+        p.error("--issuer and --jwks go together")
+    if not a.insecure_no_auth and not a.issuer and not os.environ.get("CASA_SX_REFRESH_TOKEN"):
+        # Auth by default: a refresh token kept in the state dir (0600), for the servicex.yaml token.
+        os.makedirs(a.state, exist_ok=True)
+        path = Path(a.state) / "refresh-token"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(__import__("secrets").token_urlsafe(32))
+        os.environ["CASA_SX_REFRESH_TOKEN"] = path.read_text().strip()
+        log.info("auth: the refresh token is in %s (servicex.yaml: token: <its content>)", path)
+    limits = Limits(wall=a.file_timeout, cpu=int(max(a.file_timeout * 2, 60)), memory=int(a.file_memory_gb * (1 << 30)))
+    settings = Settings(a.state, a.workers, a.s3_endpoint, public_host=a.host if a.host not in ("0.0.0.0", "::") else
+                        "127.0.0.1", port=a.port, insecure_no_auth=a.insecure_no_auth, issuer=a.issuer, jwks=a.jwks,
+                        audience=a.audience, data_roots=a.data_root, same_user=a.sandbox_same_user, limits=limits,
+                        max_files=a.max_files, max_bytes=a.max_bytes, max_active=a.max_active)
+    if a.insecure_no_auth:
+        log.warning("INSECURE: serving without authentication on %s:%d", a.host, a.port)
+    uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

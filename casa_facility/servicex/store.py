@@ -113,6 +113,15 @@ class Store:
     def requests(self) -> list[str]:
         return [r["request_id"] for r in self._q("SELECT request_id FROM requests ORDER BY submit_time")]
 
+    def owners(self) -> list[str]:
+        return [r["owner"] or "" for r in self._q("SELECT DISTINCT owner FROM requests")]
+
+    def active(self, owner: str) -> list[str]:
+        """The owner's unfinished requests."""
+        marks = ",".join("?" * len(DONE))
+        return [r["request_id"] for r in self._q(
+            f"SELECT request_id FROM requests WHERE COALESCE(owner, '')=? AND status NOT IN ({marks})", (owner, *DONE))]
+
     def unfinished(self) -> list[str]:
         marks = ",".join("?" * len(DONE))
         return [r["request_id"] for r in self._q(
