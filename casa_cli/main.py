@@ -30,7 +30,16 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Run ``casa``; a casa error is one line on stderr and exit code 2, never a traceback."""
+    import sys
+
+    from casa_data.errors import CasaError
+
+    try:
+        app()
+    except CasaError as err:
+        print(f"casa: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
