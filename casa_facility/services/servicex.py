@@ -23,6 +23,8 @@ from casa_facility.services.base import LOOPBACK, Service, free_port
 
 __all__ = ["ServiceXEndpoint", "OutputSeaweedFS"]
 
+PRIVATE_ROOTS = ["/", "root://", "s3://", "http://", "https://"]
+
 
 class ServiceXEndpoint(Service):
     """A uvicorn process serving the endpoint on 127.0.0.1.
@@ -37,6 +39,9 @@ class ServiceXEndpoint(Service):
         :class:`~casa_facility.services.pki.TestIssuer`); requests belong to the token's ``sub``.
     insecure_no_auth : serve without any token (loopback only); ``auth=False`` means the same.
     data_roots : directories (or URL prefixes) file lists may name, besides the catalog's replicas.
+        Default: with ``issuer`` (other users' tokens work), none; without, the endpoint is private
+        to the process that starts it (only it knows the random refresh token), so any file or URL
+        that process could read itself (never the endpoint's state dir).
     same_user : run transforms as this user instead of ``casa-transform`` (an endpoint serving only
         the user who starts it, e.g. the client's own; needed when not root).
     limits : per-file sandbox limits (:class:`~casa_facility.servicex.sandbox.Limits`);
@@ -60,7 +65,9 @@ class ServiceXEndpoint(Service):
         self.insecure_no_auth = insecure_no_auth or not auth
         self._refresh = "" if self.insecure_no_auth else secrets.token_urlsafe(24)
         self.issuer = issuer
-        self.data_roots = [os.fspath(r) for r in (data_roots or [])]
+        if data_roots is None:
+            data_roots = [] if issuer is not None or insecure_no_auth or not auth else PRIVATE_ROOTS
+        self.data_roots = [os.fspath(r) for r in data_roots]
         self.same_user = (os.geteuid() != 0) if same_user is None else same_user
         self.limits, self.max_files, self.max_bytes, self.max_active = limits, max_files, max_bytes, max_active
         self.port = port or 0
@@ -112,6 +119,14 @@ class ServiceXEndpoint(Service):
         if self._refresh:
             env["CASA_SX_REFRESH_TOKEN"] = self._refresh
         return env
+
+    def start(self):
+        out = super().start()
+        if self._refresh:  # casa_data.open(..., endpoint=self.url) in this process finds its token
+            from casa_data.servicex.client import remember_token
+
+            remember_token(self.url, self._refresh)
+        return out
 
     def is_ready(self) -> bool:
         with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
