@@ -89,7 +89,7 @@ def _arrow_pushdown(flt: Filter | None, schema) -> Any:
         if c not in schema.names or pat.is_nested(schema.field(c).type):
             return None
     try:
-        expr = flt.arrow
+        expr = flt.to_arrow(schema)
         if expr is not None:
             schema.empty_table().filter(expr)
     except Exception:  # noqa: BLE001 - not expressible in Arrow: awkward evaluates it after reading

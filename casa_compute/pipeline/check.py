@@ -14,7 +14,9 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from casa_data.errors import close_matches
+from casa_data.errors import FilterError, close_matches
+from casa_data.expr import Filter
+from casa_data.expr.core import MATH, REDUCERS
 
 from .expr import Expr
 from .spec import Pipeline
@@ -23,8 +25,8 @@ __all__ = ["T", "Schema", "Checker", "pushdown_filter", "P4_FIELDS"]
 
 P4 = ("pt", "eta", "phi", "mass")
 P4_FIELDS = P4 + ("energy", "px", "py", "pz", "p")
-_MATH = {"abs", "sqrt", "exp", "log", "sin", "cos", "tan", "sinh", "cosh", "tanh"}
-_REDUCE = {"count", "sum", "any", "all", "min", "max"}
+_MATH = set(MATH)
+_REDUCE = set(REDUCERS)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Schema:
     flat: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_columns(cls, columns) -> "Schema":
+    def from_columns(cls, columns) -> Schema:
         cols = set(columns)
         s = cls()
         for c in cols:
@@ -76,7 +78,7 @@ class Checker:
         self.chains: dict[str, tuple[str, list[Expr]]] = {}  # object -> (collection, cuts in order)
 
     # -- the whole pipeline -----------------------------------------------------------------------
-    def run(self) -> "Checker":
+    def run(self) -> Checker:
         p, spec = self.pipe, self.spec
         for name, base, cut in p.objects():
             d = spec.selection.objects[name]
@@ -327,7 +329,8 @@ def _key(e: Expr, node: ast.AST) -> tuple:
 
 # -- push-down ----------------------------------------------------------------------------------------
 _FLAT_FUNCS = {"abs", "sqrt", "exp", "log", "sin", "cos"}
-_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Eq: "==", ast.NotEq: "!=",
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.FloorDiv: "//",
+        ast.Mod: "%", ast.Eq: "==", ast.NotEq: "!=",
         ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 
 
@@ -418,14 +421,23 @@ def pushdown_filter(ch: Checker) -> str | None:
     Each translated part is exactly the processor's cut, and dropped parts only loosen it, so the
     result selects a superset of the events the processor keeps: safe to apply upstream.
     """
-    parts = []
+    parts: list[str] = []
     for name in ch.spec.selection.events:
         e = ch.pipe.exprs[("selection", "events", name)]
         for c in _conjuncts(e.tree):
             text = _flat(ch, e, c, None)
-            if text is not None:
+            if text is not None and _fits(parts + [text]):
                 parts.append(text)
     return " and ".join(parts) or None
+
+
+def _fits(parts: list[str]) -> bool:
+    """The conjunction is a valid filter (within its size limits); else the last part is left out."""
+    try:
+        Filter(" and ".join(parts))
+    except FilterError:
+        return False
+    return True
 
 
 def _count_sum(ch: Checker, node: ast.AST) -> list[str] | None:

@@ -1,8 +1,9 @@
 """The pipeline expression language: a whitelisted subset of Python syntax over NanoAOD collections.
 
-Never evaluated as Python: the text is parsed with :mod:`ast`, every node is checked against the
-grammar below, then :mod:`.check` types it against the input's columns and
-:mod:`.processor` walks the tree with awkward operations.
+Never evaluated as Python: a superset of casa's filter language, parsed by the one expression
+core (:func:`casa_data.expr.parse`: its size and depth limits, grammar check and bounded constant
+folding), then :mod:`.check` types it against the input's columns and :mod:`.processor` walks the
+tree with the core's evaluator, extended by objects, fields and the functions below.
 
 Grammar (Python syntax, a small subset):
 
@@ -24,17 +25,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casa_data.errors import CasaError
+from casa_data.expr import ExprError, Language, parse
+from casa_data.expr.core import MATH, REDUCERS, position, reject
 
-__all__ = ["PipelineError", "Where", "Expr", "FUNCTIONS"]
+__all__ = ["PipelineError", "Where", "Expr", "FUNCTIONS", "PIPELINE"]
 
 #: name -> (min args, max args)
 FUNCTIONS: dict[str, tuple[int, int]] = {
-    **{f: (1, 1) for f in ("abs", "sqrt", "exp", "log", "sin", "cos", "tan", "sinh", "cosh", "tanh")},
-    **{f: (1, 1) for f in ("count", "sum", "any", "all", "min", "max")},
+    **{f: (1, 1) for f in (*MATH, *REDUCERS)},
     "where": (3, 3), "combinations": (2, 2), "best": (2, 2), "delta_r": (2, 2),
 }
-_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.BitAnd, ast.BitOr)
-_CMPOPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+
+
+@dataclass(frozen=True)
+class _Pipeline(Language):
+    def check_call(self, node: ast.Call) -> None:
+        n = node.args[1] if node.func.id == "combinations" else None  # type: ignore[attr-defined]
+        if n is not None and not (isinstance(n, ast.Constant) and type(n.value) is int and 2 <= n.value <= 5):
+            raise reject(n, "combinations(C, n) needs an integer n from 2 to 5")
+
+
+#: the pipeline language: the filter language plus objects, fields, subscripts and more functions
+PIPELINE = _Pipeline("an expression", FUNCTIONS, objects=True, private_names=False,
+                     hint="collections, fields, numbers, comparisons, arithmetic, and/or/not, functions")
 
 
 class PipelineError(CasaError, ValueError):
@@ -96,23 +109,10 @@ class Expr:
         self.text = str(text).strip()
         if not self.text:
             raise self.where.error("empty expression")
-        multi = "\n" in self.text
-        # Multi-line text is parsed parenthesised on its own lines (line 2 is text line 1).
-        source, shift = (f"(\n{self.text}\n)", 1) if multi else (self.text, 0)
         try:
-            body = ast.parse(source, mode="eval").body
-        except SyntaxError as err:
-            lines = self.text.splitlines()
-            lineno = min(max(1, (err.lineno or 1) - shift), len(lines))
-            col = max(0, (err.offset or 1) - 1) if (err.lineno or 1) - shift >= 1 else 0
-            raise self.where.error(f"syntax error: {err.msg}", lineno, min(col, len(lines[lineno - 1]))) from None
-        if shift:
-            for node in ast.walk(body):
-                if hasattr(node, "lineno"):
-                    node.lineno -= shift
-                    node.end_lineno = (node.end_lineno or 1 + shift) - shift
-        self.tree = body
-        self._grammar(body)
+            self.tree: ast.expr = parse(self.text, PIPELINE)
+        except ExprError as err:
+            raise self.where.error(err.msg, err.lineno, err.col) from None
 
     @property
     def key(self) -> str:
@@ -122,62 +122,7 @@ class Expr:
         """A located error about ``node`` (or the whole expression)."""
         if node is None or not hasattr(node, "lineno"):
             return self.where.error(message)
-        col = node.col_offset
-        if isinstance(node, ast.Attribute) and node.end_lineno == node.lineno:
-            col = node.end_col_offset - len(node.attr)  # point at the field, not the object
-        return self.where.error(message, node.lineno, col)
-
-    def _grammar(self, node: ast.AST) -> None:
-        if isinstance(node, ast.BoolOp):
-            pass
-        elif isinstance(node, ast.UnaryOp):
-            if not isinstance(node.op, (ast.Not, ast.USub, ast.UAdd, ast.Invert)):
-                raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
-        elif isinstance(node, ast.BinOp):
-            if not isinstance(node.op, _BINOPS):
-                raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
-        elif isinstance(node, ast.Compare):
-            if not all(isinstance(op, _CMPOPS) for op in node.ops):
-                raise self.fail(node, "only == != < <= > >= comparisons are allowed")
-        elif isinstance(node, ast.Name):
-            if node.id.startswith("_"):
-                raise self.fail(node, f"names starting with '_' are not allowed: {node.id!r}")
-        elif isinstance(node, ast.Constant):
-            if not isinstance(node.value, (int, float, bool)):
-                raise self.fail(node, f"only numbers and True/False are allowed as constants, not {node.value!r}")
-        elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("_"):
-                raise self.fail(node, f"fields starting with '_' are not allowed: {node.attr!r}")
-        elif isinstance(node, ast.Subscript):
-            if isinstance(node.slice, ast.Slice) and node.slice.step is not None:
-                raise self.fail(node.slice, "slices with a step are not allowed")
-        elif isinstance(node, ast.Slice):
-            for part in (node.lower, node.upper):
-                if part is not None and not (isinstance(part, ast.Constant) and type(part.value) is int):
-                    raise self.fail(part, "slice bounds must be integer constants from 0, e.g. Jet[0:4]")
-        elif isinstance(node, ast.Call):
-            name = node.func.id if isinstance(node.func, ast.Name) else None
-            if name not in FUNCTIONS:
-                raise self.fail(node, f"unknown function {ast.unparse(node.func)!r}; allowed: "
-                                      f"{', '.join(sorted(FUNCTIONS))}")
-            lo, hi = FUNCTIONS[name]
-            if node.keywords or not lo <= len(node.args) <= hi:
-                n = str(lo) if lo == hi else f"{lo} to {hi}"
-                raise self.fail(node, f"{name}() takes {n} positional argument(s), got "
-                                      f"{len(node.args) + len(node.keywords)}")
-            n = node.args[1] if name == "combinations" else None
-            if n is not None and not (isinstance(n, ast.Constant) and type(n.value) is int and 2 <= n.value <= 5):
-                raise self.fail(node.args[1], "combinations(C, n) needs an integer n from 2 to 5")
-            for arg in node.args:
-                self._grammar(arg)
-            return
-        elif isinstance(node, (ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop)):
-            return
-        else:
-            raise self.fail(node, f"{type(node).__name__} is not allowed here (use collections, "
-                                  "fields, numbers, comparisons, arithmetic, and/or/not, functions)")
-        for child in ast.iter_child_nodes(node):
-            self._grammar(child)
+        return self.where.error(message, *position(node))
 
     def __repr__(self) -> str:
         return f"Expr({self.text!r})"
@@ -187,4 +132,3 @@ class Expr:
 
     def __getstate__(self) -> dict:
         return {"text": self.text, "where": self.where, "tree": self.tree}
-

@@ -1,16 +1,15 @@
 """The coffea processor built from a pipeline spec: selection, variables, regions, histograms.
 
 Per chunk: object cuts (in order), event cuts (each a cutflow step), then on the selected events
-the variables, regions and histogram fills. Expressions are walked node by node with awkward
-operations (:class:`Evaluator`), using the per-dataset notes of :class:`~.check.Checker` (alias
-choices, which names are fields, list depths). A failure inside an expression is re-raised as a
-:class:`~.expr.PipelineError` located in the spec.
+the variables, regions and histogram fills. Expressions are walked node by node by the core
+evaluator of :mod:`casa_data.expr`, extended here (:class:`Evaluator`), using the per-dataset notes
+of :class:`~.check.Checker` (alias choices, which names are fields, list depths). A failure inside
+an expression is re-raised as a :class:`~.expr.PipelineError` located in the spec.
 """
 
 from __future__ import annotations
 
 import ast
-import operator
 from typing import Any
 
 import awkward as ak
@@ -18,18 +17,16 @@ import hist
 import numpy as np
 from coffea import processor
 
+from casa_data.expr import Evaluator as CoreEvaluator
+from casa_data.expr import ExprError
+from casa_data.expr.evaluate import is_record
+
 from .check import _key
 from .expr import Expr, PipelineError
 from .spec import Histogram, Pipeline
 
 __all__ = ["PipelineProcessor", "Evaluator", "make_histogram"]
 
-_MATH = {"abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos,
-         "tan": np.tan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh}
-_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-        ast.Gt: operator.gt, ast.GtE: operator.ge}
-_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 CUTFLOW_ALL = "all events"
 
 
@@ -37,76 +34,43 @@ def _pick(x, depth: int, sl: slice):
     return x[(slice(None),) * depth + (sl,)]
 
 
-class Evaluator:
-    """Evaluates expressions on one chunk of NanoEvents; ``env`` holds objects and variables."""
+class Evaluator(CoreEvaluator):
+    """Evaluates expressions on one chunk of NanoEvents; ``env`` holds objects and variables.
+
+    The core evaluator (:class:`casa_data.expr.Evaluator`: arithmetic, logic, math, reductions)
+    extended by names (objects, variables, parameters, fields of the current collection), fields,
+    subscripts, reductions over the checker's list depth and ``where combinations best delta_r``.
+    """
 
     def __init__(self, events, notes: dict, parameters: dict):
         self.events, self.notes, self.parameters = events, notes, parameters
         self.env: dict[str, Any] = {}
+        self.expr: Expr | None = None
 
     def __call__(self, e: Expr, ctx=None):
+        outer, self.expr = self.expr, e
         try:
-            return self.eval(e, e.tree, ctx)
+            return self.run(e.tree, ctx)
         except PipelineError:
             raise
+        except ExprError as err:
+            raise e.where.error(err.msg, err.lineno, err.col) from None
         except Exception as err:  # noqa: BLE001 - located in the spec, cause kept
             raise e.fail(None, f"cannot evaluate {e.text!r}: {type(err).__name__}: {err}") from err
+        finally:
+            self.expr = outer
 
     def select(self, mask: np.ndarray) -> None:
         """Keep only the events in ``mask`` (for everything computed so far)."""
         self.events = self.events[mask]
         self.env = {k: v[mask] for k, v in self.env.items()}
 
-    def eval(self, e: Expr, node: ast.AST, ctx=None):
-        ev = self.eval
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.Name):
-            return self.name(e, node, ctx)
-        if isinstance(node, ast.Attribute):
-            return self.field(ev(e, node.value, ctx), self.notes.get(_key(e, node), node.attr))
-        if isinstance(node, ast.BoolOp):
-            op = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-            out = ev(e, node.values[0], ctx)
-            for v in node.values[1:]:
-                out = op(out, ev(e, v, ctx))
-            return out
-        if isinstance(node, ast.UnaryOp):
-            v = ev(e, node.operand, ctx)
-            if isinstance(node.op, (ast.Not, ast.Invert)):
-                return np.logical_not(v)
-            return -v if isinstance(node.op, ast.USub) else v
-        if isinstance(node, ast.Compare):
-            left, out = ev(e, node.left, ctx), None
-            for op, comp in zip(node.ops, node.comparators):
-                right = ev(e, comp, ctx)
-                r = _CMP[type(op)](left, right)
-                out = r if out is None else np.logical_and(out, r)
-                left = right
-            return out
-        if isinstance(node, ast.BinOp):
-            a, b = ev(e, node.left, ctx), ev(e, node.right, ctx)
-            if isinstance(node.op, (ast.BitAnd, ast.BitOr)):
-                return (np.logical_and if isinstance(node.op, ast.BitAnd) else np.logical_or)(a, b)
-            return _BIN[type(node.op)](a, b)
-        if isinstance(node, ast.Subscript):
-            x = ev(e, node.value, ctx)
-            d = self.notes[(*_key(e, node), "d")]
-            s = node.slice
-            if isinstance(s, ast.Slice):
-                return _pick(x, d, slice(s.lower and s.lower.value, s.upper and s.upper.value))
-            if isinstance(s, ast.Constant):
-                return ak.firsts(_pick(x, d, slice(s.value, s.value + 1)), axis=d)
-            return x[ak.fill_none(ev(e, s, x if _is_record(x) else None), False)]
-        if isinstance(node, ast.Call):
-            return self.call(e, node, ctx)
-        raise e.fail(node, f"{type(node).__name__} is not allowed")  # pragma: no cover
+    def key(self, node: ast.AST) -> tuple:
+        return _key(self.expr, node)
 
-    def name(self, e: Expr, node: ast.Name, ctx):
+    def name(self, node: ast.Name, ctx):
         n = node.id
-        if n in ("True", "False"):
-            return n == "True"
-        field = self.notes.get(_key(e, node))
+        field = self.notes.get(self.key(node))
         if field is not None and ctx is not None:
             return self.field(ctx, field)
         if n in self.env:
@@ -115,41 +79,41 @@ class Evaluator:
             return self.parameters[n]
         return self.events[n]
 
+    def attribute(self, node: ast.Attribute, ctx):
+        return self.field(self.eval(node.value, ctx), self.notes.get(self.key(node), node.attr))
+
+    def subscript(self, node: ast.Subscript, ctx):
+        x = self.eval(node.value, ctx)
+        d = self.notes[(*self.key(node), "d")]
+        s = node.slice
+        if isinstance(s, ast.Slice):
+            return _pick(x, d, slice(s.lower and s.lower.value, s.upper and s.upper.value))  # type: ignore[attr-defined]
+        if isinstance(s, ast.Constant):
+            return ak.firsts(_pick(x, d, slice(s.value, s.value + 1)), axis=d)
+        return x[ak.fill_none(self.eval(s, x if is_record(x) else None), False)]
+
     @staticmethod
     def field(x, name: str):
         return x[name] if name in ak.fields(x) else getattr(x, name)
 
-    def call(self, e: Expr, node: ast.Call, ctx):
+    def axis(self, node: ast.Call, x) -> int:
+        return self.notes[(*self.key(node), "d")]
+
+    def call(self, node: ast.Call, ctx):
         f = node.func.id  # type: ignore[attr-defined]
-        if f in _MATH:
-            return _MATH[f](self.eval(e, node.args[0], ctx))
         if f == "where":
-            return ak.where(*(self.eval(e, a, ctx) for a in node.args))
+            return ak.where(*(self.eval(a, ctx) for a in node.args))
         if f == "combinations":
-            return combinations(self.eval(e, node.args[0], ctx), node.args[1].value)  # type: ignore[attr-defined]
+            return combinations(self.eval(node.args[0], ctx), node.args[1].value)  # type: ignore[attr-defined]
         if f == "delta_r":
-            a, b = (self.eval(e, x, ctx) for x in node.args)
+            a, b = (self.eval(x, ctx) for x in node.args)
             return a.delta_r(b)
-        d = self.notes[(*_key(e, node), "d")]
-        x = self.eval(e, node.args[0], ctx)
         if f == "best":
-            key = self.eval(e, node.args[1], x)
+            d = self.axis(node, None)
+            x = self.eval(node.args[0], ctx)
+            key = self.eval(node.args[1], x)
             return ak.firsts(x[ak.argmax(key, axis=d, keepdims=True)], axis=d)
-        if f == "count":
-            if _is_record(x) or not _is_bool(x):
-                return ak.num(x, axis=d)
-            return ak.sum(x, axis=d)
-        return getattr(ak, f)(x, axis=d)
-
-
-
-
-def _is_record(x) -> bool:
-    return isinstance(x, ak.Array) and bool(ak.fields(x))
-
-
-def _is_bool(x) -> bool:
-    return str(ak.type(x)).rstrip().endswith("bool")
+        return super().call(node, ctx)
 
 
 def combinations(c, n: int):
