@@ -167,34 +167,6 @@ def _prefer_own_token(url: str) -> None:
     A._get_authorization, A._casa_own_token = _get_authorization, True
 
 
-_OWN_TOKEN: set[str] = set()
-
-
-def _prefer_own_token(url: str) -> None:
-    """casa's token for ``url`` (``token_file``, or the local endpoint's) wins over $BEARER_TOKEN_FILE.
-
-    The servicex client sends the content of $BEARER_TOKEN_FILE as is whenever it is set, and that
-    is often a storage token (XCache) the endpoint does not accept; for an endpoint casa holds a
-    token for, the client refreshes with that token instead (same logic as the client's own)."""
-    import time
-
-    from servicex.servicex_adapter import ServiceXAdapter as A
-
-    _OWN_TOKEN.add(url.rstrip("/"))
-    if getattr(A, "_casa_own_token", False):
-        return
-    plain = A._get_authorization
-
-    async def _get_authorization(self, force_reauth: bool = False):
-        if not (self.refresh_token and self.url.rstrip("/") in _OWN_TOKEN):
-            return await plain(self, force_reauth)
-        if not self.token or force_reauth or A._get_token_expiration(self.token) - time.time() < 60:
-            await self._get_token()
-        return {"Authorization": f"Bearer {self.token}"}
-
-    A._get_authorization, A._casa_own_token = _get_authorization, True
-
-
 # -- the call ------------------------------------------------------------------------------------
 @contextmanager
 def _polling(seconds: float | None):
