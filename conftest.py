@@ -69,3 +69,62 @@ def demo_data() -> Path:
 
     paths = generate()
     return paths[0].parent.parent
+
+
+# -- real services, one per session (shared by test_conformance and any test that asks) -----------
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A SeaweedFS S3 server with the bucket ``casa-conformance``."""
+    from casa_facility.services.s3 import SeaweedFS
+
+    with SeaweedFS(tmp_path_factory.mktemp("seaweedfs-session")) as server:
+        server.create_bucket("casa-conformance")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def xrootd_stack(shared_data):
+    """Origin + token-protected XCache serving ``/store/conf/nano_dy.root``; ``.token_file`` holds a
+    token both accept (``storage.read:/``)."""
+    import shutil
+
+    from casa_facility.services.pki import write_token_file
+    from casa_facility.services.xrootd import XRootDStack
+
+    base = Path(tempfile.mkdtemp(prefix="casa-xrootd-session-", dir="/tmp"))
+    data = base / "data"
+    (data / "conf").mkdir(parents=True)
+    shutil.copy(shared_data / "coffea/nano_dy.root", data / "conf" / "nano_dy.root")
+    for p in [base, *data.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    st = XRootDStack(data, workdir=base / "servers")
+    st.start()
+    try:
+        st.token_file = write_token_file(base / "token", st.issuer.mint("storage.read:/"))
+        yield st
+    finally:
+        st.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def skyhook_server(shared_data, tmp_path_factory):
+    """A token-protected Skyhook service over ``../shared/data``."""
+    from casa_facility.services.skyhook import SkyhookService
+
+    with SkyhookService(shared_data, tmp_path_factory.mktemp("skyhook-session")) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def servicex_server(shared_data, tmp_path_factory):
+    """casa's ServiceX endpoint with auth (refresh token ``.refresh_token``), outputs on local disk."""
+    import inspect
+
+    from casa_facility.services.servicex import ServiceXEndpoint
+
+    kw = {}
+    if "data_roots" in inspect.signature(ServiceXEndpoint).parameters:  # file lists confined to these
+        kw["data_roots"] = [shared_data, tmp_path_factory.getbasetemp()]
+    with ServiceXEndpoint(tmp_path_factory.mktemp("servicex-session"), workers=1, auth=True, **kw) as ep:
+        yield ep

@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from casa_bench.methods import (BenchContext, BenchFile, BenchMethod, Unsupported, available_methods, get_method,
-                      register_method)
+                               needs_s3, register_method)
 from casa_bench.runner import DEFAULT_METHODS, bench_files, markdown_table, run_bench, write_outputs
 
 __all__ = ["bench", "BenchMethod", "BenchFile", "BenchContext", "Unsupported", "register_method", "available_methods",
@@ -65,7 +65,7 @@ def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, c
         files = files[:1]
     reps = reps or (QUICK["reps"] if quick else 5)
     nranges = nranges or (QUICK["nranges"] if quick else 200)
-    need_s3 = any(m != "local" and m.startswith("s3") for m in methods)
+    need_s3 = any(needs_s3(m) for m in methods)
     started: str | None = None
     with contextlib.ExitStack() as stack:
         s3_options: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import io
 import os
 from typing import Iterator
 
-from casa_bench.methods import BenchContext, BenchFile, BenchMethod
+from casa_bench.base import BenchContext, BenchFile, BenchMethod
 
 __all__ = ["LocalMethod", "S3fsMethod", "S3fsDefaultMethod", "ArrowS3Method", "CountingFile"]
 
@@ -102,6 +102,8 @@ class LocalMethod(BenchMethod):
 
 class _S3Method(BenchMethod):
     """Shared set-up: the S3 path, the object URL of each file, a counting relay when asked."""
+
+    needs_s3 = True
 
     def setup(self, ctx: BenchContext) -> None:
         from casa_data.paths import get_path

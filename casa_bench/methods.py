@@ -1,5 +1,7 @@
 """Access methods ``casa bench`` compares, and the registry other packages add theirs to.
 
+The base classes are in :mod:`casa_bench.base`.
+
 To add a method (XRootD, XCache cold/warm, ServiceX, Skyhook, ...):
 
 1. Subclass :class:`BenchMethod`; set ``name`` and ``description``.
@@ -14,101 +16,19 @@ To add a method (XRootD, XCache cold/warm, ServiceX, Skyhook, ...):
    :class:`Unsupported` with the reason: the runner probes each read once, skips the unsupported
    ones and reports them as ``None`` / ``n/a`` with the reason under ``"unsupported"``.
 5. Register it with :func:`register_method` or in the ``casa.bench`` entry-point group.
+
+Any registered delivery path without a method of its own is benchmarked by its declared
+capabilities (:mod:`casa_bench.paths`): ``casa bench --methods <path>`` works for third-party paths.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Iterator
-
-from casa_data.errors import CasaError
 from casa_data.registry import Registry
 
+from casa_bench.base import BenchContext, BenchFile, BenchMethod, Unsupported, file_size
+
 __all__ = ["BenchFile", "BenchContext", "BenchMethod", "Unsupported", "register_method", "get_method",
-           "available_methods"]
-
-
-class Unsupported(CasaError):
-    """Raised by a method's read_whole / read_range / read_ranges / read_columns when that access
-    does not exist on its path; the message is the reason (shown in the results)."""
-
-
-@dataclass
-class BenchFile:
-    """One file of the benchmarked dataset: its local copy and facts to check results against."""
-
-    local: Path
-    size: int
-    nevents: int
-    format: str   # root | parquet
-    tree: str = "Events"
-    urls: dict[str, str] = field(default_factory=dict)  # method name -> URL it reads
-
-    @property
-    def name(self) -> str:
-        return self.local.name
-
-
-@dataclass
-class BenchContext:
-    """What methods share: the files, the columns, the S3 location and a scratch directory."""
-
-    files: list[BenchFile]
-    columns: list[str]
-    s3_base: str | None = None          # s3://bucket/prefix holding copies of the files
-    s3_options: dict[str, Any] = field(default_factory=dict)
-    workdir: Path = Path(".")
-
-
-class BenchMethod(ABC):
-    """One way to get a dataset's bytes. See the module docstring."""
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-
-    def __init__(self) -> None:
-        self.counted = 0
-
-    def setup(self, ctx: BenchContext) -> None:
-        """Prepare (copy files, start services) before any measurement."""
-
-    def teardown(self) -> None:
-        """Undo :meth:`setup`."""
-
-    @abstractmethod
-    def read_whole(self, f: BenchFile) -> int:
-        """Read every byte of ``f`` sequentially; return the bytes read."""
-
-    @abstractmethod
-    def read_columns(self, f: BenchFile, columns: list[str]) -> int:
-        """Read ``columns`` of every event of ``f``; return the number of events."""
-
-    @abstractmethod
-    def read_range(self, f: BenchFile, start: int, length: int) -> int:
-        """Read one byte range of ``f``; return the bytes read."""
-
-    def read_ranges(self, items: list[tuple[BenchFile, int, int]]) -> int:
-        """Read many ranges as one vector read, as uproot does (default: one by one)."""
-        return sum(self.read_range(f, start, length) for f, start, length in items)
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[None]:
-        """Count transferred bytes into ``self.counted`` during one untimed pass."""
-        self.counted = 0
-        self._count = True
-        try:
-            yield
-        finally:
-            self._count = False
-
-    def _add(self, n: int) -> int:
-        if getattr(self, "_count", False):
-            self.counted += n
-        return n
+           "available_methods", "file_size", "needs_s3"]
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -134,9 +54,24 @@ def available_methods() -> list[str]:
     return _REGISTRY.names()
 
 
+def needs_s3(name: str) -> bool:
+    """Whether method ``name`` reads S3 copies of the files (a delivery path: if it serves ``s3``)."""
+    if name not in _REGISTRY.names():
+        from casa_data.paths import available_paths, path_class
+
+        if name in available_paths():
+            return "s3" in path_class(name).schemes
+    return bool(getattr(_REGISTRY.load(name), "needs_s3", False))
+
+
 def get_method(name: str) -> BenchMethod:
+    """The bench method ``name``; a delivery path without one of its own is benchmarked by its
+    declared capabilities (:class:`casa_bench.paths.PathMethod`)."""
+    if name not in _REGISTRY.names():
+        from casa_data.paths import available_paths
+
+        if name in available_paths():
+            from casa_bench.paths import PathMethod
+
+            return PathMethod(name)
     return _REGISTRY.load(name)()
-
-
-def file_size(path: str | os.PathLike) -> int:
-    return os.path.getsize(path)

@@ -12,13 +12,12 @@ delivers query results, not a file's bytes: ``read_whole`` and ``read_range`` ar
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from casa_bench.methods import BenchContext, BenchFile, BenchMethod, Unsupported
+from casa_bench.base import BenchContext, BenchFile, BenchMethod, Unsupported
 
 __all__ = ["ServiceXMethod"]
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from casa_bench.methods import BenchContext, BenchFile, BenchMethod
+from casa_bench.base import BenchContext, BenchFile, BenchMethod
 
 __all__ = ["SkyhookMethod"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from casa_bench.builtin import CHUNK, CountingFile, _columns_parquet, _columns_root
-from casa_bench.methods import BenchContext, BenchFile, BenchMethod
+from casa_bench.base import BenchContext, BenchFile, BenchMethod
 
 __all__ = ["XRootDMethod", "XCacheColdMethod", "XCacheWarmMethod"]
 

@@ -2,7 +2,8 @@
 
 ROOT (TTree, RNTuple) files are cut into even entry ranges of at most ``chunksize``; Parquet files
 into their row groups (a row group larger than ``chunksize`` is cut further). Files are opened on
-workers through the delivery path that resolved them (:func:`open_root`, :func:`open_parquet`), so
+workers through the delivery path that resolved them (:func:`open_root`, :func:`open_parquet`,
+both through :mod:`casa_data.access`: replica order, health marks, errors translated), so
 credentials are looked up where the file is read and never travel inside a task.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["FileItem", "Chunk", "files_of", "plan_chunks", "chunks_of", "open_and_count",
-           "open_root", "open_parquet"]
+           "open_root", "open_parquet", "candidates"]
 
 
 @dataclass(frozen=True)
@@ -114,65 +115,88 @@ class CountingFile(io.RawIOBase):
         super().close()
 
 
-def open_root(url: str, via: str | None):
-    """``uproot.open`` through the delivery path ``via`` (its URL rewriting and options)."""
-    import uproot
+def candidates(item: FileItem) -> list[Any]:
+    """The replicas of ``item`` as :class:`casa_data.access.Candidate` (``via`` None: the path
+    serving the URL's scheme, else plain fsspec)."""
+    return [_candidate(url, via) for url, via in item.replicas]
 
-    if via is None:
-        return uproot.open(url)
-    from casa_data.paths import get_path
 
-    path = get_path(via)
+def _candidate(url: str, via: str | None):
+    from casa_data.access import Candidate
+    from casa_data.errors import CasaError
+    from casa_data.paths import get_path, path_for_url
+
+    if via is not None:
+        return Candidate(url, get_path(via))
     try:
-        return uproot.open(path.reader_url(url), **path.storage_options(url))
-    except (OSError, ValueError) as err:
-        better = path.explain_error(url, err)
-        if better is err:
-            raise
-        raise better from err
+        return Candidate(url, path_for_url(url))
+    except CasaError:  # a scheme no casa path serves (a coffea fileset's https://...)
+        return Candidate(url, _plain_path())
+
+
+def _plain_path():
+    """A delivery path for any fsspec URL, without options (coffea filesets of other schemes)."""
+    import fsspec
+    from casa_data.paths.base import DeliveryPath
+
+    class FsspecPath(DeliveryPath):
+        name = "fsspec"
+        schemes = ()
+
+        def filesystem(self, url: str) -> fsspec.AbstractFileSystem:
+            return fsspec.core.url_to_fs(url)[0]
+
+        def check(self, url: str, timeout: float = 5.0) -> None:
+            self.filesystem(url).info(url)
+
+    return FsspecPath()
+
+
+def open_root(url: str, via: str | None):
+    """``uproot.open`` through the delivery path ``via`` (errors translated by casa_data.access)."""
+    from casa_data.access import open_root as open_cand
+
+    return open_cand(_candidate(url, via))
 
 
 def open_parquet(url: str, via: str | None):
     """A ``pyarrow.parquet.ParquetFile`` over a :class:`CountingFile`."""
     import pyarrow.parquet as pq
 
-    if via is None:
-        import fsspec
+    from casa_data.access import arrow_input_file
 
-        raw = fsspec.open(url, "rb").open()
-    else:
-        from casa_data.paths import get_path
-
-        fs, path = get_path(via).arrow_filesystem(url)
-        raw = fs.open_input_file(path)
+    raw = arrow_input_file(_candidate(url, via))
     counted = CountingFile(raw)
     return pq.ParquetFile(io.BufferedReader(counted, 1 << 20)), counted
 
 
 def open_and_count(item: FileItem, keep_open: bool = False):
     """(entries or Parquet row-group sizes, url, via, open ROOT handle or None), trying replicas
-    in order; the handle is kept open only if ``keep_open`` (the caller closes it)."""
-    errors = []
-    for url, via in item.replicas:
+    in order (:class:`casa_data.access.Replicas`); the handle is kept open only if ``keep_open``
+    (the caller closes it)."""
+    from casa_data.access import Replicas
+
+    vias = dict(item.replicas)
+
+    def count(cand):
+        via = vias.get(cand.url)
+        if item.format == "parquet":
+            pf, _ = open_parquet(cand.url, via)
+            with pf:
+                md = pf.metadata
+                return [md.row_group(i).num_rows for i in range(md.num_row_groups)], cand.url, via, None
+        f = open_root(cand.url, via)
         try:
-            if item.format == "parquet":
-                pf, _ = open_parquet(url, via)
-                with pf:
-                    md = pf.metadata
-                    return [md.row_group(i).num_rows for i in range(md.num_row_groups)], url, via, None
-            f = open_root(url, via)
-            try:
-                n = int(f[item.tree].num_entries)
-            except BaseException:
-                f.close()
-                raise
-            if not keep_open:
-                f.close()
-                f = None
-            return n, url, via, f
-        except Exception as e:  # noqa: BLE001 - any failure: next replica, then report the file
-            errors.append(f"{url}: {type(e).__name__}: {e}")
-    raise OSError("; ".join(errors))
+            n = int(f[item.tree].num_entries)
+        except BaseException:
+            f.close()
+            raise
+        if not keep_open:
+            f.close()
+            f = None
+        return n, cand.url, via, f
+
+    return Replicas(item.url, candidates(item), label=item.dataset).call(count)
 
 
 def _split(start: int, stop: int, chunksize: int) -> list[tuple[int, int]]:

@@ -173,30 +173,44 @@ def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
 
     ``opened``: ``(url, open ROOT file)`` to use on the first attempt; ``run_id``: reuse this
     thread's open file across chunks of one run (see :class:`_Handles`)."""
+    from casa_data.access import Replicas
+
+    from .chunks import candidates
+
     schema = _schema(schema)
     t0, c0 = time.perf_counter(), time.process_time()
-    errors: list[str] = []
+    vias = dict(chunk.file.replicas)
+    error, last_tb = "", ""
     for attempt in range(retries + 1):
-        for url, via in chunk.file.replicas:
-            try:
-                output, nbytes = _process_once(processor, chunk, url, via, schema,
-                                               opened if attempt == 0 else None,
-                                               run_id if attempt == 0 else None)
-            except Exception as e:  # noqa: BLE001 - reported with file and entry range
-                errors.append(scrub(f"{type(e).__name__}: {e}"))
-                last_tb = scrub(traceback.format_exc(limit=6))
-                continue
-            stat = ChunkStat(index=chunk.index, dataset=chunk.file.dataset, file=url,
-                             start=chunk.start, stop=chunk.stop, events=chunk.entries,
-                             bytes_read=int(nbytes), seconds=time.perf_counter() - t0,
-                             attempts=attempt + 1, cpu_seconds=time.process_time() - c0,
-                             host=socket.gethostname(), pid=os.getpid())
-            return _Partial(output, [stat], [])
-        if attempt < retries:
-            time.sleep(retry_wait * 2 ** attempt)
+        def once(cand, attempt=attempt):
+            via = vias.get(cand.url)
+            out = _process_once(processor, chunk, cand.url, via, schema, opened if attempt == 0 else None,
+                                run_id if attempt == 0 else None)
+            return out, cand.url
+        try:
+            # Failover (order, health marks) by casa_data.access; a processor's own exception
+            # stays as it was raised (translate_errors=False) so the report shows it.
+            if chunk.file.format == "arrow":  # the data travel with the chunk: no replica to try
+                output, nbytes = _process_once(processor, chunk, chunk.file.url, None, schema)
+                url = chunk.file.url
+            else:
+                (output, nbytes), url = Replicas(chunk.file.url, candidates(chunk.file),
+                                                 label=chunk.file.dataset).call(once, translate_errors=False)
+        except Exception as e:  # noqa: BLE001 - reported with file and entry range
+            error = scrub(f"{type(e).__name__}: {e}")
+            last_tb = scrub(traceback.format_exc(limit=6))
+            if attempt < retries:
+                time.sleep(retry_wait * 2 ** attempt)
+            continue
+        stat = ChunkStat(index=chunk.index, dataset=chunk.file.dataset, file=url,
+                         start=chunk.start, stop=chunk.stop, events=chunk.entries,
+                         bytes_read=int(nbytes), seconds=time.perf_counter() - t0,
+                         attempts=attempt + 1, cpu_seconds=time.process_time() - c0,
+                         host=socket.gethostname(), pid=os.getpid())
+        return _Partial(output, [stat], [])
     return _Partial(None, [], [ChunkFailure(
         index=chunk.index, dataset=chunk.file.dataset, file=chunk.file.url, start=chunk.start,
-        stop=chunk.stop, error=errors[-1], attempts=retries + 1, traceback=last_tb)])
+        stop=chunk.stop, error=error, attempts=retries + 1, traceback=last_tb)])
 
 
 def merge(*parts: _Partial) -> _Partial:

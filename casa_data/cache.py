@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .access import Candidate, RangeReader, Replicas
 from .errors import CasaError
 
 __all__ = ["prefetch", "cache_status", "CachedFile"]
@@ -88,11 +89,7 @@ def _status(lfn: str, url: str, path: Any, size: int | None) -> CachedFile:
         cached = min(st.st_blocks * 512, size)  # the cache file is sparse: allocated = downloaded
         complete = os.path.exists(local + ".cinfo") and cached >= size
         return CachedFile(lfn, url, size, cached, complete)
-    fs = path.filesystem(url)
-    try:
-        info = fs.info(_lfn(url))
-    except OSError as err:
-        raise path.explain_error(url, err) from None
+    info = Replicas(lfn, [Candidate(url, path)]).call(lambda c: c.path.filesystem(c.url).info(_lfn(c.url)))
     complete = bool(info.get("mode", 0) & 0o777)  # XCache reports mode 0 until a file is complete
     return CachedFile(lfn, url, size or info.get("size"), None, complete)
 
@@ -114,12 +111,13 @@ def prefetch(dataset: Any, catalog: Any = None, progress: bool = True, workers: 
 
     Shows a rich progress bar (bytes) unless ``progress=False``; returns :func:`cache_status`
     once the cache reports every file complete (or after ``wait`` seconds).
-    Errors name the file and the cause (token, origin down, missing file).
+    Reads go through :mod:`casa_data.access`: errors name the file and the cause (token,
+    origin down, missing file) as casa errors.
     """
     files = _xcache_files(dataset, catalog)
     sizes = {}
     for lfn, url, path, size in files:
-        sizes[url] = size or path.size(url)
+        sizes[url] = size or Replicas(lfn, [Candidate(url, path)]).call(lambda c: c.path.size(c.url))
     total = sum(sizes.values())
 
     bar: Any = None
@@ -135,16 +133,14 @@ def prefetch(dataset: Any, catalog: Any = None, progress: bool = True, workers: 
 
     def warm(item: tuple[str, str, Any, int | None]) -> None:
         lfn, url, path, _ = item
+        reader = RangeReader(Replicas(lfn, [Candidate(url, path)]))  # errors translated on every read
         try:
-            with path.open(url, "rb", block_size=_CHUNK) as fh:
-                while True:
-                    data = fh.read(_CHUNK)
-                    if not data:
-                        break
-                    if bar is not None:
-                        bar.advance(task, len(data))
-        except OSError as err:
-            raise path.explain_error(url, err) from err
+            for start in range(0, reader.size, _CHUNK):
+                data = reader.fetch(start, start + _CHUNK)
+                if bar is not None:
+                    bar.advance(task, len(data))
+        finally:
+            reader.close()
 
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -5,27 +5,27 @@ from __future__ import annotations
 import html
 import logging
 import os
-from urllib.parse import urlsplit
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 import awkward as ak
 
 from . import readers
+from .access import USER_ERRORS, Candidate, Health, Replicas, fatal, translate
 from .catalog import DatasetSpec, get_catalog
-from .errors import (ColumnNotFoundError, FileReadError, FilterError, PartialResultError,
-                     ReplicaError)
+from .errors import (CasaError, ColumnNotFoundError, FileReadError, PartialResultError, ReplicaError,
+                     SchemaMismatchError)
 from .expr import Filter
-from .resolver import Candidate, ResolvedFile, resolve
+from .paths.local import looks_like_path as _looks_like_path
+from .resolver import ResolvedFile, resolve
 
-__all__ = ["open", "Dataset"]
+__all__ = ["open", "open_query", "Dataset"]
 
 log = logging.getLogger("casa_data")
 T = TypeVar("T")
 Errors = Literal["raise", "skip"]
 
-# Errors that are the caller's, not a replica's: never fail over on them.
-_USER_ERRORS = (ColumnNotFoundError, FilterError)
+_USER_ERRORS = USER_ERRORS  # the caller's errors, not a replica's: never fail over on them
 
 
 def open(
@@ -52,7 +52,8 @@ def open(
         expression such as ``"nMuon >= 2"`` (see :mod:`casa_data.expr`).
     via
         Deliver only through this path (``"local"``, ``"xcache"``, ``"s3"``, ...); by default the
-        site's rules and the catalog's replicas are tried in order.
+        site's rules and the catalog's replicas are tried in order. A path that delivers query
+        results (``Capability.QUERY``, e.g. ``"servicex"``) gets ``columns`` as its default query.
     catalog
         Extra catalog file(s) or directories, searched first.
     tree
@@ -62,31 +63,73 @@ def open(
         :class:`~casa_data.errors.PartialResultError` carrying what was read; ``"skip"``: such
         files are logged, left out and listed in ``Dataset.failures``.
     query
-        A ServiceX query (func_adl, UprootRaw dict, python function): the dataset is transformed
-        by ServiceX and the returned Dataset reads its outputs; extra keywords (``endpoint=``,
-        ``format=``, ...) go to :func:`casa_data.servicex.client.open_query`.
+        A query for a query-delivery path (ServiceX: func_adl, UprootRaw dict, python function):
+        the dataset is transformed and the returned Dataset reads its outputs; extra keywords
+        (``endpoint=``, ``format=``, ...) go to the path (see :func:`open_query`).
     """
-    if query is not None:
-        from .servicex.client import open_query
-
-        return open_query(dataset, query, columns, filter, catalog=catalog, tree=tree, errors=errors, **servicex)
+    if query is not None or (via is not None and _delivers_queries(via)):
+        return open_query(dataset, query, columns, filter, via=via or "servicex", catalog=catalog, tree=tree,
+                          errors=errors, **servicex)
     if servicex:
         raise TypeError(f"open() got unexpected keyword(s) {sorted(servicex)} (they need query=)")
-    if isinstance(dataset, DatasetSpec):
-        spec = dataset
-    elif isinstance(dataset, (str, os.PathLike)) and not _looks_like_path(os.fspath(dataset)):
-        spec = get_catalog(catalog).get(os.fspath(dataset))
-    elif isinstance(dataset, (str, os.PathLike)):
-        spec = DatasetSpec.from_paths([dataset], tree=tree)
-    else:
-        spec = DatasetSpec.from_paths(list(dataset), tree=tree)
+    spec = _spec(dataset, catalog, tree)
     flt = Filter(filter) if filter is not None else None
     return Dataset(spec, resolve(spec, via=via), columns=columns, filter=flt, via=via, errors=errors)
 
 
-def _looks_like_path(s: str) -> bool:
-    return "://" in s or s.startswith(("/", ".", "~")) or os.path.exists(s) or s.endswith(
-        (".root", ".parquet", ".parq"))
+def _spec(dataset: Any, catalog: Any, tree: str) -> DatasetSpec:
+    if isinstance(dataset, DatasetSpec):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)) and not _looks_like_path(os.fspath(dataset)):
+        return get_catalog(catalog).get(os.fspath(dataset))
+    if isinstance(dataset, (str, os.PathLike)):
+        return DatasetSpec.from_paths([dataset], tree=tree)
+    return DatasetSpec.from_paths(list(dataset), tree=tree)
+
+
+def _delivers_queries(via: str) -> bool:
+    from .paths import Capability, path_class
+
+    return path_class(via).can(Capability.QUERY)
+
+
+def open_query(dataset: Any, query: Any = None, columns: Sequence[str] | None = None, filter: Any = None, *,
+               via: str = "servicex", catalog: Any = None, tree: str = "Events", errors: Errors = "raise",
+               **options: Any) -> "Dataset":
+    """Deliver ``query`` over ``dataset`` through the query path ``via``; a Dataset of the outputs.
+
+    ``query`` None: the path's default query for ``columns`` (and the filter's columns; the
+    filter itself is applied to the delivered files). Failed files raise
+    :class:`~casa_data.errors.PartialResultError` (``.partial``: a Dataset of the good files, or
+    None); ``errors="skip"`` returns that Dataset with the failures in ``.failures``. ServiceX
+    options: ``endpoint``, ``format`` (parquet | root | rntuple), ``codegen``, ``nfiles``,
+    ``ignore_cache``, ``progress``.
+    """
+    from .paths import Capability, QueryPath, get_path
+
+    path = get_path(via)
+    if not isinstance(path, QueryPath) or not path.can(Capability.QUERY):
+        raise CasaError(f"delivery path {via!r} does not deliver query results (query= needs one that "
+                        "declares Capability.QUERY, e.g. 'servicex')")
+    flt = Filter(filter) if filter is not None else None
+    if query is None:
+        need = None if columns is None else list(columns) + sorted(set(flt.columns if flt else ()) - set(columns))
+        query = path.default_query(_spec(dataset, catalog, tree).tree, need)
+    d = path.deliver(dataset, query, inputs=lambda spec: [f.url for f in resolve(spec)], catalog=catalog,
+                     tree=tree, **options)
+    ds = None
+    if d.files:
+        spec = DatasetSpec.from_paths(sorted(d.files), name=d.name, tree=d.tree, format=d.format)
+        spec.metadata.update(d.metadata)
+        ds = Dataset(spec, resolve(spec), columns=columns, filter=flt, errors=errors)
+    if d.failures and (errors == "raise" or ds is None):
+        raise PartialResultError(d.label or d.name, ds, dict(d.failures))
+    if d.failures and ds is not None:
+        log.warning("%d file(s) of %s failed in %s and are left out: %s", len(d.failures), d.name, via,
+                    "; ".join(f"{k}: {v}" for k, v in d.failures.items())[:1000])
+        ds.failures.update(d.failures)
+    assert ds is not None
+    return ds
 
 
 class Dataset:
@@ -106,6 +149,7 @@ class Dataset:
         self.errors: Errors = errors
         self.failures: dict[str, BaseException] = {}
         self._warned: set[str] = set()
+        self._health = Health()  # servers found down while reading this dataset
 
     # -- identity -----------------------------------------------------------------------------------
     @property
@@ -154,45 +198,39 @@ class Dataset:
 
     # -- failover -----------------------------------------------------------------------------------
     def _with_replicas(self, f: ResolvedFile, fn: Callable[[Candidate], T]) -> T:
-        """Run ``fn`` on the first replica that works; log each failing replica once."""
-        failures: list[tuple[str, BaseException]] = []
-        for cand in f.candidates:
-            if cand.url in f.failed:
-                failures.append((cand.url, OSError(f.failed[cand.url])))
-                continue
-            try:
-                return fn(cand)
-            except _USER_ERRORS:
-                raise
-            except FileReadError as err:
-                failures.append((cand.url, err.reason if isinstance(err.reason, BaseException) else err))
-            except Exception as err:  # noqa: BLE001 - any access problem: try the next replica
-                failures.append((cand.url, err))
-            f.failed[cand.url] = f"{type(failures[-1][1]).__name__}: {failures[-1][1]}"
-            # Once per delivery path and server: a down XCache is said once, not once per file.
-            key = f"{cand.via} {urlsplit(cand.url).netloc or cand.url}"
-            if key not in self._warned and len(f.candidates) > 1:
-                self._warned.add(key)
-                log.warning("replica %s of %s failed (%s); trying the next one", cand.url, self.name,
-                            f.failed[cand.url][:200])
-        if len(failures) == 1:
-            raise FileReadError(failures[0][0], failures[0][1])
-        raise ReplicaError(f.lfn, failures)
+        """Run ``fn`` on the first replica that works (:class:`casa_data.access.Replicas`)."""
+        return Replicas(f.lfn, f.candidates, f.failed, self._warned, self.name, self._health, f.errors).call(fn)
 
-    def _per_file(self, fn: Callable[[Candidate], T], errors: Errors | None) -> list[T]:
-        """``fn`` on every file; failed files raise PartialResultError or are skipped."""
+    def _per_file(self, fn: Callable[[Candidate], T], errors: Errors | None,
+                  check: Callable[[T, str], None] | None = None) -> list[T]:
+        """``fn`` on every file; failed files raise PartialResultError or are skipped.
+
+        A delivery path's own failure (credentials, endpoint down) is raised as it is: every
+        file would fail the same way. ``check(part, url)`` may reject a file's result (a schema
+        that differs from the first file's) with a per-file error.
+        """
         errors = errors or self.errors
         out: list[T] = []
         failed: dict[str, BaseException] = {}
         for f in self.resolved:
             try:
-                out.append(self._with_replicas(f, fn))
-            except _USER_ERRORS:
-                raise
-            except (FileReadError, ReplicaError) as err:
+                part = self._with_replicas(f, fn)
+                if check is not None:
+                    check(part, f.url)
+                out.append(part)
+            except ColumnNotFoundError as err:
+                if not out:  # not in the first file read: the caller's error
+                    raise
+                failed[f.lfn] = SchemaMismatchError(f.url, err.column, "absent", "present")
+            except (FileReadError, ReplicaError, CasaError) as err:
+                if fatal(err) and not isinstance(err, ReplicaError):
+                    raise
+                if isinstance(err, _USER_ERRORS):
+                    raise
                 failed[f.lfn] = err
-                if errors == "skip":
-                    log.warning("skipping %s of %s: %s", f.lfn, self.name, err)
+        if failed and errors == "skip":
+            for lfn, err in failed.items():
+                log.warning("skipping %s of %s: %s", lfn, self.name, err)
         self.failures.update(failed)
         if failed and errors == "raise":
             raise PartialResultError(self.name, out, failed)
@@ -209,7 +247,8 @@ class Dataset:
         """All files as one awkward array (only ``columns``, only events passing ``filter``)."""
         cols, flt = self._args(columns, filter)
         try:
-            parts = self._per_file(lambda c: readers.read_awkward(c, self.format, self.tree, cols, flt), errors)
+            parts = self._per_file(lambda c: readers.read_awkward(c, self.format, self.tree, cols, flt), errors,
+                                   _SameTypes(_awkward_types))
         except PartialResultError as err:
             err.partial = _concat(err.partial)
             raise
@@ -230,7 +269,7 @@ class Dataset:
             return pa.concat_tables(nonempty, promote_options="permissive") if nonempty else pa.table({})
 
         try:
-            return concat(self._per_file(read, errors))
+            return concat(self._per_file(read, errors, _SameTypes(_arrow_types)))
         except PartialResultError as err:
             err.partial = concat(err.partial)
             raise
@@ -249,10 +288,10 @@ class Dataset:
 
             def first(c: Candidate):
                 it = readers.iter_arrow(c, self.format, self.tree, cols, flt, batch_size)
-                return it, next(it, None)
+                return it, next(it, None), c
 
             try:
-                it, batch = self._with_replicas(f, first)
+                it, batch, cand = self._with_replicas(f, first)
             except (FileReadError, ReplicaError) as err:
                 self.failures[f.lfn] = err
                 if errors == "skip":
@@ -266,11 +305,13 @@ class Dataset:
                     batch = next(it, None)
             except _USER_ERRORS:
                 raise
-            except Exception as err:  # noqa: BLE001
-                wrapped = FileReadError(f.url, err)
+            except Exception as err:  # noqa: BLE001 - translated like every read (casa_data.access)
+                wrapped = translate(cand, err)
                 self.failures[f.lfn] = wrapped
                 if errors == "skip" and not started:
                     continue
+                if wrapped is err:
+                    raise
                 raise wrapped from err
 
     def events(self, file: int | None = None, entry_start: int | None = None, entry_stop: int | None = None,
@@ -351,6 +392,34 @@ class Dataset:
             f"{len(self.resolved)} file(s)<br><i>{e(self.spec.description)}</i><br>{meta}"
             f"<table><tr><th>file</th><th>events</th><th>replicas (in order)</th></tr>{rows}</table>{more}</div>"
         )
+
+
+class _SameTypes:
+    """Rejects a file whose columns have other types than the first file's (SchemaMismatchError)."""
+
+    def __init__(self, types: Callable[[Any], dict[str, str]]):
+        self.types, self.first = types, None  # type: ignore[var-annotated]
+
+    def __call__(self, part: Any, url: str) -> None:
+        got = self.types(part)
+        if not self.first:
+            self.first = got
+            return
+        for col, want in self.first.items():
+            if col in got and got[col] != want:
+                raise SchemaMismatchError(url, col, got[col], want)
+
+
+def _awkward_types(arr: ak.Array) -> dict[str, str]:
+    if not len(arr):  # an empty file says little about types
+        return {}
+    return {f: str(arr[f].type.content).replace("?", "") for f in ak.fields(arr)}
+
+
+def _arrow_types(table: Any) -> dict[str, str]:
+    if not table.num_rows:
+        return {}
+    return {f.name: str(f.type).replace("not null", "").strip() for f in table.schema}
 
 
 def _concat(parts: Iterable[ak.Array]) -> ak.Array:

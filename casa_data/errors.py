@@ -18,6 +18,8 @@ __all__ = [
     "FilterError",
     "ReplicaError",
     "FileReadError",
+    "MissingFileError",
+    "SchemaMismatchError",
     "PartialResultError",
     "ServiceError",
     "TokenError",
@@ -121,6 +123,18 @@ class FileReadError(CasaError, OSError):
         return self.args[0]
 
 
+class MissingFileError(FileReadError, FileNotFoundError):
+    """A replica points at a file (object, LFN) that does not exist there."""
+
+
+class SchemaMismatchError(FileReadError):
+    """A file of a dataset has a column of another type than the dataset's first file."""
+
+    def __init__(self, url: str, column: str, got: str, want: str):
+        self.column, self.got, self.want = column, got, want
+        super().__init__(url, f"column {column!r} is {got} here but {want} in the dataset's first file")
+
+
 class PartialResultError(CasaError):
     """Some files failed; what was read is kept in ``.partial``, what failed in ``.failures``."""
 
@@ -146,8 +160,12 @@ class BucketNotFoundError(ServiceError, FileNotFoundError):
     """An object store has no such bucket."""
 
 
-class ObjectNotFoundError(ServiceError, FileNotFoundError):
-    """A bucket has no object at that key."""
+class ObjectNotFoundError(MissingFileError, ServiceError):
+    """A bucket (or a server) has no object at that key: a missing file, like :class:`MissingFileError`."""
+
+    def __init__(self, message: str, url: str = ""):
+        self.url, self.reason = url, message
+        CasaError.__init__(self, message)
 
 
 class QueryError(CasaError, ValueError):
@@ -158,8 +176,12 @@ class TransformError(CasaError):
     """A ServiceX transform failed on one file (the message is the transformer's)."""
 
 
-class TokenError(CasaError, PermissionError):
-    """A bearer token is missing, expired or not good for the request; ``source`` says where it came from."""
+class TokenError(AccessDeniedError):
+    """A bearer token is missing, expired or not good for the request; ``source`` says where it came from.
+
+    Access denied like any other credential problem, so every delivery path's "wrong credentials"
+    is an :class:`AccessDeniedError`.
+    """
 
     def __init__(self, message: str, source: str | None = None):
         self.source = source

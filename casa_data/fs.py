@@ -29,22 +29,16 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import glob_translate
 
 from .catalog import Catalog, get_catalog
+from .access import Candidate, RangeReader, Replicas
 from .errors import ReplicaError
-from .resolver import Candidate, ResolvedFile, resolve
+from .resolver import ResolvedFile, resolve
 
 __all__ = ["CasaFileSystem", "CasaFile"]
 
 log = logging.getLogger("casa_data")
-_logged: set[str] = set()
 T = TypeVar("T")
 Parts = tuple[str, ...]
 Node = tuple[str, ResolvedFile | dict[str, ResolvedFile | None]]  # name, and a file or {child: file|None}
-
-
-def _log_once(url: str, err: BaseException) -> None:
-    if url not in _logged:
-        _logged.add(url)
-        log.warning("replica %s failed (%s: %s); using the next one", url, type(err).__name__, str(err)[:200])
 
 
 def _parts(lfn: str) -> Parts:
@@ -179,14 +173,8 @@ class CasaFileSystem(AbstractFileSystem):
         return name, node
 
     def _first(self, f: ResolvedFile, fn: Callable[[Candidate], T]) -> tuple[Candidate, T]:
-        failures: list[tuple[str, BaseException | str]] = []
-        for cand in f.candidates:
-            try:
-                return cand, fn(cand)
-            except Exception as err:  # noqa: BLE001 - any access problem: next replica
-                failures.append((cand.url, err))
-                _log_once(cand.url, err)
-        raise ReplicaError(f.lfn, failures)
+        """``(replica, fn(replica))`` for the first replica that works (casa_data.access)."""
+        return Replicas(f.lfn, f.candidates, failed={}, label=f"casa://{f.lfn}").call(lambda c: (c, fn(c)))
 
     def _size(self, f: ResolvedFile) -> int | None:
         """The first healthy replica's size (the catalog's if none answers), remembered."""
@@ -226,11 +214,14 @@ class CasaFileSystem(AbstractFileSystem):
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         _, f = self._file(path)
-
-        def read(c: Candidate) -> bytes:
-            return c.path.filesystem(c.url).cat_file(c.path.reader_url(c.url), start, end)
-
-        return self._first(f, read)[1]
+        reader = RangeReader(Replicas(f.lfn, f.candidates, failed={}, label=f"casa://{f.lfn}"))
+        try:
+            size = reader.size
+            start = 0 if start is None else (start + size if start < 0 else start)
+            end = size if end is None else (end + size if end < 0 else end)
+            return reader.fetch(start, end)
+        finally:
+            reader.close()
 
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
               cache_options: Any = None, **kwargs: Any) -> "CasaFile":
@@ -242,42 +233,18 @@ class CasaFileSystem(AbstractFileSystem):
 
 
 class CasaFile(AbstractBufferedFile):
-    """A read-only file that moves to the next replica when one fails, at the same offset."""
+    """A read-only file that moves to the next replica when one fails, at the same offset
+    (:class:`casa_data.access.RangeReader`: replica order, health marks, errors translated)."""
 
     def __init__(self, fs: CasaFileSystem, path: str, resolved: ResolvedFile, **kwargs: Any):
         self.resolved = resolved
-        self._order = list(resolved.candidates)
-        cand, size = fs._first(resolved, lambda c: c.path.size(c.url))
-        self._order.remove(cand)
-        self._order.insert(0, cand)
-        self._handles: dict[str, Any] = {}
-        super().__init__(fs, path, size=size, **kwargs)
+        self._reader = RangeReader(Replicas(resolved.lfn, resolved.candidates, failed={},
+                                            label=f"casa://{resolved.lfn}"))
+        super().__init__(fs, path, size=self._reader.size, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        failures: list[tuple[str, BaseException | str]] = []
-        for cand in list(self._order):
-            try:
-                fh = self._handles.get(cand.url)
-                if fh is None:
-                    fh = self._handles[cand.url] = cand.path.open(cand.path.reader_url(cand.url), "rb")
-                fh.seek(start)
-                data = fh.read(end - start)
-                if len(data) != min(end, self.size) - start:
-                    raise OSError(f"short read: got {len(data)} of {min(end, self.size) - start} bytes")
-                return data
-            except Exception as err:  # noqa: BLE001
-                failures.append((cand.url, err))
-                _log_once(cand.url, err)
-                self._handles.pop(cand.url, None)
-                self._order.remove(cand)
-                self._order.append(cand)
-        raise ReplicaError(self.resolved.lfn, failures)
+        return self._reader.fetch(start, end)
 
     def close(self) -> None:
-        for fh in self._handles.values():
-            try:
-                fh.close()
-            except Exception:  # noqa: BLE001
-                pass
-        self._handles.clear()
+        self._reader.close()
         super().close()

@@ -1,8 +1,10 @@
 """Read one file of a dataset: ROOT TTree / RNTuple through uproot, Parquet through pyarrow.
 
-Every function takes a :class:`~casa_data.resolver.Candidate` (a URL plus its delivery path) and
+Every function takes a :class:`~casa_data.access.Candidate` (a URL plus its delivery path) and
 raises :class:`~casa_data.errors.ColumnNotFoundError` for a missing column, other exceptions for
-access problems (the caller then tries the next replica).
+access problems (the caller, :class:`casa_data.access.Replicas`, translates them and tries the
+next replica). A path that declares ``Capability.SCAN`` (a :class:`~casa_data.paths.base.ScanPath`)
+gets columns and filter and scans on its server.
 """
 
 from __future__ import annotations
@@ -12,24 +14,17 @@ from typing import Any
 
 import awkward as ak
 
+from .access import Candidate, open_root, parquet_dataset
 from .errors import ColumnNotFoundError, FileReadError
 from .expr import Filter
-from .resolver import Candidate
+from .paths.base import Capability, ScanPath
 
 __all__ = ["count_events", "read_awkward", "read_arrow", "iter_awkward", "iter_arrow", "available_columns"]
 
 
 # -- ROOT (TTree and RNTuple) ---------------------------------------------------------------------
 def _open_root(cand: Candidate):
-    import uproot
-
-    try:
-        return uproot.open(cand.path.reader_url(cand.url), **cand.path.storage_options(cand.url))
-    except (OSError, ValueError) as err:  # the path names the culprit (token, server down, missing file)
-        better = cand.path.explain_error(cand.url, err)
-        if better is err:
-            raise
-        raise better from err
+    return open_root(cand)
 
 
 def _tree(f: Any, tree: str, url: str):
@@ -68,10 +63,7 @@ def _apply_filter(arr: ak.Array, columns: Sequence[str] | None, flt: Filter | No
 
 # -- Parquet -----------------------------------------------------------------------------------------
 def _parquet_dataset(cand: Candidate):
-    import pyarrow.dataset as pads
-
-    fs, path = cand.path.arrow_filesystem(cand.url)
-    return pads.dataset(path, format="parquet", filesystem=fs)
+    return parquet_dataset(cand)
 
 
 def _arrow_pushdown(flt: Filter | None, schema) -> Any:
@@ -108,14 +100,15 @@ def _parquet_table(cand: Candidate, columns: Sequence[str] | None, flt: Filter |
 
 
 # -- public ------------------------------------------------------------------------------------------
-def _remote(cand: Candidate) -> bool:
-    """Paths that scan on a server (Skyhook) take columns and filter themselves."""
-    return getattr(cand.path, "scans_remotely", False)
+def _scanner(cand: Candidate) -> ScanPath | None:
+    """The path, if it scans on its server (``Capability.SCAN``): it takes columns and filter."""
+    path = cand.path
+    return path if isinstance(path, ScanPath) and path.can(Capability.SCAN) else None
 
 
 def count_events(cand: Candidate, fmt: str, tree: str) -> int:
-    if _remote(cand):
-        return cand.path.count_events(cand.url, tree)
+    if (scan := _scanner(cand)) is not None:
+        return scan.count_events(cand.url, tree)
     if fmt == "parquet":
         return int(_parquet_dataset(cand).count_rows())
     with _open_root(cand) as f:
@@ -123,8 +116,8 @@ def count_events(cand: Candidate, fmt: str, tree: str) -> int:
 
 
 def available_columns(cand: Candidate, fmt: str, tree: str) -> list[str]:
-    if _remote(cand):
-        return cand.path.available_columns(cand.url, tree)
+    if (scan := _scanner(cand)) is not None:
+        return scan.columns(cand.url, tree)
     if fmt == "parquet":
         return list(_parquet_dataset(cand).schema.names)
     with _open_root(cand) as f:
@@ -135,8 +128,8 @@ def read_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | 
                  flt: Filter | None = None, entry_start: int | None = None,
                  entry_stop: int | None = None) -> ak.Array:
     """The whole file (or an entry range) as one awkward array, filtered."""
-    if _remote(cand) and entry_start is None and entry_stop is None:
-        return _from_arrow(cand.path.read_arrow(cand.url, tree, columns, flt))
+    if (scan := _scanner(cand)) is not None and entry_start is None and entry_stop is None:
+        return _from_arrow(scan.scan(cand.url, tree, columns, flt))
     if fmt == "parquet":
         table, rest = _parquet_table(cand, columns, flt)
         if entry_start is not None or entry_stop is not None:
@@ -152,8 +145,8 @@ def read_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | 
 def read_arrow(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None = None,
                flt: Filter | None = None):
     """The whole file as one ``pyarrow.Table``, filtered."""
-    if _remote(cand):
-        return cand.path.read_arrow(cand.url, tree, columns, flt)
+    if (scan := _scanner(cand)) is not None:
+        return scan.scan(cand.url, tree, columns, flt)
     if fmt == "parquet":
         table, rest = _parquet_table(cand, columns, flt)
         return table if rest is None else _to_arrow(_apply_filter(_from_arrow(table), columns, rest))
@@ -163,7 +156,7 @@ def read_arrow(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | No
 def iter_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None,
                  flt: Filter | None, step: int) -> Iterator[ak.Array]:
     """Filtered chunks of at most ``step`` events (before filtering)."""
-    if fmt == "parquet" or _remote(cand):
+    if fmt == "parquet" or _scanner(cand) is not None:
         for batch in iter_arrow(cand, fmt, tree, columns, flt, step):
             yield _from_arrow(batch)
         return
@@ -177,8 +170,8 @@ def iter_awkward(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | 
 def iter_arrow(cand: Candidate, fmt: str, tree: str, columns: Sequence[str] | None,
                flt: Filter | None, step: int):
     """Filtered Arrow record batches of at most ``step`` rows."""
-    if _remote(cand):
-        yield from cand.path.iter_arrow(cand.url, tree, columns, flt, step)
+    if (scan := _scanner(cand)) is not None:
+        yield from scan.scan_batches(cand.url, tree, columns, flt, step)
         return
     if fmt == "parquet":
         dset = _parquet_dataset(cand)

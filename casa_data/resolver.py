@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .access import Candidate
 from .catalog import DatasetSpec, FileEntry
 from .config import CasaConfig, get_config
 from .errors import CasaError, CatalogError
@@ -19,18 +20,6 @@ from .paths import DeliveryPath, get_path, path_for_url
 __all__ = ["Candidate", "ResolvedFile", "resolve"]
 
 log = logging.getLogger("casa_data")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A replica URL and the delivery path that reads it."""
-
-    url: str
-    path: DeliveryPath
-
-    @property
-    def via(self) -> str:
-        return self.path.name
 
 
 @dataclass
@@ -42,6 +31,7 @@ class ResolvedFile:
     nevents: int | None = None
     size: int | None = None
     failed: dict[str, str] = field(default_factory=dict)  # url -> why, filled while reading
+    errors: dict[str, BaseException] = field(default_factory=dict, repr=False)  # url -> the error
 
     @property
     def url(self) -> str:

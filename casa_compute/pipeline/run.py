@@ -29,9 +29,35 @@ class PipelineRunError(PipelineError):
         self.partial = partial
 
 
-#: delivery paths the runner reads chunk by chunk (files behind a URL); and those that reduce first
-_FILE_PATHS = ("local", "xrootd", "xcache", "s3")
-_REDUCING = ("skyhook", "servicex")
+def _kind(via: str | None) -> str:
+    """How the pipeline reads through ``via``, from the path's declared capabilities: ``"files"``
+    (the runner reads chunks of files), ``"scan"`` (a server scans) or ``"query"`` (a service
+    delivers a query's result). Never from the path's name: a third-party path works too."""
+    from casa_data.paths import Capability, path_class
+
+    if via is None:
+        return "files"
+    cls = path_class(via)
+    if cls.can(Capability.QUERY):
+        return "query"
+    if cls.can(Capability.SCAN):
+        return "scan"
+    if cls.can(Capability.FILESYSTEM) or cls.can(Capability.BYTE_RANGES):
+        return "files"
+    return "none"
+
+
+def _usable() -> list[str]:
+    from casa_data.paths import available_paths
+
+    out = []
+    for p in available_paths():
+        try:
+            if _kind(p) != "none":
+                out.append(p)
+        except CasaError:  # a plug-in that does not load: not usable here
+            continue
+    return out
 
 
 @dataclass
@@ -67,8 +93,8 @@ class Plan:
                          f"{d.nevents:,} events, {norm}")
             lines.append(f"    columns ({len(d.columns)}): {', '.join(d.columns)}")
             lines.append(f"    pre-filter: {d.prefilter or '(none)'}")
-            if d.via == "servicex":
-                lines.append(f"    ServiceX cut: {d.loose_cut or '(none)'}")
+            if d.via is not None and _kind(d.via) == "query":
+                lines.append(f"    query cut ({d.via}): {d.loose_cut or '(none)'}")
         return "\n".join(lines)
 
 
@@ -100,20 +126,18 @@ def _catalogs(pipe: Pipeline, catalog) -> list[str]:
 
 def open_datasets(pipe: Pipeline, *, via: str | None = None, catalog=None) -> dict[str, tuple[Any, str | None]]:
     """``{label: (casa_data.Dataset, via)}``: every dataset resolved (no file is opened)."""
-    from casa_data.paths import available_paths
-
     catalogs = _catalogs(pipe, catalog) or None
     out = {}
+    usable = _usable()
     for label, d in pipe.spec.datasets.items():
         v, vloc = _via(pipe, label, via)
-        usable = [p for p in available_paths() if p in _FILE_PATHS + _REDUCING] + ["servicex"]
         if v is not None and v not in usable:
             msg = (f"delivery via {v!r} is not available to pipelines in this casa (usable: "
                    f"{', '.join(usable)}, or auto)")
             raise pipe.error(vloc, msg) if vloc else PipelineError(msg)
         try:
-            # ServiceX reads the catalog's files itself: resolve them as usual (for identity, columns).
-            out[label] = (casa_data.open(d.dataset, via=None if v == "servicex" else v, catalog=catalogs), v)
+            # A query path reads the catalog's files itself: resolve them as usual (identity, columns).
+            out[label] = (casa_data.open(d.dataset, via=None if _kind(v) == "query" else v, catalog=catalogs), v)
         except DatasetNotFoundError as err:
             raise pipe.error(("datasets", label, "dataset"), str(err)) from None
         except CasaError as err:
@@ -193,15 +217,15 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     from casa_compute.report import RunError
     from casa_compute.runner import run
 
-    from .materialize import reduced_stream
+    from .materialize import reduced_stream, reduces
     from .processor import CUTFLOW_ALL, PipelineProcessor
 
     proc = PipelineProcessor(pipe, {d.dataset.name: lab for lab, d in p.datasets.items()},
                              {lab: d.notes for lab, d in p.datasets.items()},
                              {lab: d.norm for lab, d in p.datasets.items() if d.norm is not None},
                              finalize=False)  # normalised once, after merging every run below
-    files = [d.dataset for d in p.datasets.values() if d.via not in _REDUCING]
-    reducing = [lab for lab, d in p.datasets.items() if d.via in _REDUCING]
+    files = [d.dataset for d in p.datasets.values() if not reduces(d.via)]
+    reducing = [lab for lab, d in p.datasets.items() if reduces(d.via)]
     cl = cluster if cluster is not None else s.delivery.cluster
     owned = None
     if isinstance(cl, str) and bool(files) + len(reducing) > 1:  # one cluster for all the runs
@@ -215,7 +239,8 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
         if files:
             results.append(run(proc, files, **kw))
         for lab, d in p.datasets.items():
-            if d.via in _REDUCING:  # one run per reduced stream (the runner names it)
+            if lab in reducing:  # one run per reduced stream (the runner names it)
+                assert d.via is not None
                 stream, delivered[lab] = reduced_stream(
                     d.via, d.dataset, columns=d.columns, prefilter=d.prefilter, loose_cut=d.loose_cut,
                     catalogs=_catalogs(pipe, catalog) or None, batch_size=s.delivery.chunksize,
@@ -242,7 +267,7 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
         steps = [v for k, v in cf.items() if not k.startswith("region ")]  # events after each cut
         datasets[lab] = {
             "dataset": d.dataset.name, "files": d.dataset.files,
-            "via": d.via if d.via in _REDUCING or not d.dataset.resolved else d.dataset.resolved[0].candidates[0].via,
+            "via": d.via if lab in reducing or not d.dataset.resolved else d.dataset.resolved[0].candidates[0].via,
             "events_in": d.nevents if lab in delivered else sum(st.events for st in ds_stats),
             "delivery": delivered.get(lab),
             "events_out": steps[-1],

@@ -66,6 +66,17 @@ MAX_BINS = 1_000_000          # per axis
 MAX_CELLS = 10_000_000        # per histogram (all axes, flow bins included, before the dataset axis)
 
 
+def _registered_path(v: str) -> str:
+    """``v`` if it is ``auto`` or a registered delivery path (built-in, registered, entry point)."""
+    from casa_data.paths import available_paths
+
+    names = available_paths()
+    if v != "auto" and v not in names:
+        raise ValueError(f"Input should be 'auto' or a registered delivery path ({', '.join(names)}); "
+                         f"got {v!r}")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -82,9 +93,21 @@ class DatasetEntry(_Strict):
         "events", description="divide xsec * lumi by the events (or the sum of weights) of the dataset")
     via: str | None = Field(None, description="delivery path for this dataset only")
 
+    @field_validator("via")
+    @classmethod
+    def _registered(cls, v: str | None) -> str | None:
+        return None if v is None else _registered_path(v)
+
 
 class Delivery(_Strict):
-    via: Literal["auto", "local", "xrootd", "xcache", "s3", "servicex", "skyhook"] = "auto"
+    via: str = Field("auto", min_length=1, description="auto, or a registered delivery path (checked "
+                     "against its capabilities when the pipeline runs)")
+
+    @field_validator("via")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return _registered_path(v)
+
     cluster: str | None = Field(None, description="None: in-process; or a casa_compute cluster kind")
     chunksize: int = Field(100_000, gt=0)
     catalog: list[str] = Field(default_factory=list, description="extra catalogs, relative to the spec")

@@ -12,9 +12,10 @@ from urllib.parse import urlsplit
 
 from ..errors import CasaError
 from ..registry import Registry
-from .base import DeliveryPath
+from .base import Capability, Delivery, DeliveryPath, QueryPath, ScanPath
 
-__all__ = ["DeliveryPath", "get_path", "path_for_url", "available_paths", "register_path"]
+__all__ = ["DeliveryPath", "ScanPath", "QueryPath", "Capability", "Delivery", "get_path", "path_class",
+           "path_for_url", "available_paths", "register_path", "paths_that"]
 
 # name -> "module:Class"; modules are imported only when a path is first used.
 _REGISTRY: Registry[DeliveryPath] = Registry("delivery path", "casa.paths", {
@@ -23,6 +24,8 @@ _REGISTRY: Registry[DeliveryPath] = Registry("delivery path", "casa.paths", {
     "xcache": "casa_data.paths.xrootd:XCachePath",
     "s3": "casa_data.paths.s3:S3Path",
     "skyhook": "casa_data.paths.skyhook:SkyhookPath",
+    "servicex": "casa_data.paths.servicex:ServiceXPath",
+    "casa": "casa_data.paths.casa:CasaPath",
 })
 
 
@@ -35,8 +38,24 @@ def available_paths() -> list[str]:
     return sorted(_REGISTRY.names())
 
 
-def _path_class(name: str) -> type[DeliveryPath]:
+def path_class(name: str) -> type[DeliveryPath]:
+    """The class registered as ``name`` (CasaError naming the available ones if unknown)."""
     return _REGISTRY.load(name)
+
+
+_path_class = path_class
+
+
+def paths_that(capability: str) -> list[str]:
+    """Names of the registered paths declaring ``capability`` (those that load)."""
+    out = []
+    for name in available_paths():
+        try:
+            if path_class(name).can(capability):
+                out.append(name)
+        except CasaError:
+            continue
+    return out
 
 
 def get_path(name: str, **options: Any) -> DeliveryPath:

@@ -15,7 +15,12 @@ To implement a path:
 4. Optionally override :meth:`to_url` (LFN -> URL, default: prefix substitution from a site rule),
    :meth:`storage_options` (what uproot needs to read the URL), :meth:`reader_url` and
    :meth:`arrow_filesystem` (what pyarrow reads through).
-5. Register it in :mod:`casa_data.paths` (the built-in table, :func:`register_path`) or in the
+5. Declare what it can do in ``capabilities`` (see :class:`Capability`): a file path keeps the
+   default (``FILESYSTEM``, ``BYTE_RANGES``); a path that scans on a server subclasses
+   :class:`ScanPath` (``SCAN``, maybe ``HISTOGRAM``); a path that delivers the result of a query
+   subclasses :class:`QueryPath` (``QUERY``). Readers, the pipeline and ``casa bench`` ask these,
+   never a path's name, so a third-party path works everywhere.
+6. Register it in :mod:`casa_data.paths` (the built-in table, :func:`register_path`) or in the
    ``casa.paths`` entry points.
 
 Paths are built from the ``paths: {name: {...}}`` section of the configuration, so options
@@ -26,11 +31,28 @@ live connections out of ``__dict__`` or drop them in ``__getstate__``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import fsspec
 
-__all__ = ["DeliveryPath"]
+__all__ = ["DeliveryPath", "ScanPath", "QueryPath", "Capability", "Delivery"]
+
+
+class Capability:
+    """What a delivery path can do (members of ``DeliveryPath.capabilities``)."""
+
+    #: fsspec filesystem: open, list, read whole files (uproot / pyarrow read through it)
+    FILESYSTEM = "filesystem"
+    #: random byte ranges of a file (what uproot's and Parquet's column reads need)
+    BYTE_RANGES = "byte_ranges"
+    #: server-side scan with columns and a filter, Arrow back (:class:`ScanPath`)
+    SCAN = "scan"
+    #: server-side histograms, only the bins travel (``ScanPath.histogram``)
+    HISTOGRAM = "histogram"
+    #: delivers the result of a query as new files (:class:`QueryPath`)
+    QUERY = "query"
 
 
 class DeliveryPath(ABC):
@@ -38,9 +60,15 @@ class DeliveryPath(ABC):
 
     name: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]]
+    capabilities: ClassVar[frozenset[str]] = frozenset({Capability.FILESYSTEM, Capability.BYTE_RANGES})
 
     def __init__(self, **options: Any):
         self.options = options
+
+    @classmethod
+    def can(cls, capability: str) -> bool:
+        """Whether this path declares ``capability`` (a :class:`Capability` member)."""
+        return capability in cls.capabilities
 
     # -- to implement -----------------------------------------------------------------------
     @abstractmethod
@@ -95,3 +123,75 @@ class DeliveryPath(ABC):
     def __repr__(self) -> str:
         # Options may hold secrets (keys, tokens): show only their names.
         return f"<{type(self).__name__} via={self.name!r} options={sorted(self.options)}>"
+
+
+class ScanPath(DeliveryPath):
+    """A path whose server scans files: it takes columns and a filter, and answers in Arrow.
+
+    Implement :meth:`scan` and :meth:`scan_batches` (and :meth:`count_events`,
+    :meth:`columns`); with ``HISTOGRAM`` in ``capabilities``, also :meth:`histogram`. Errors are
+    casa errors (a missing column: ColumnNotFoundError, a missing file: MissingFileError).
+    """
+
+    capabilities = frozenset({Capability.FILESYSTEM, Capability.SCAN})
+
+    @abstractmethod
+    def scan(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any):
+        """The rows of ``url`` passing ``flt`` (a casa filter), only ``columns``: a pyarrow Table."""
+
+    @abstractmethod
+    def scan_batches(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any,
+                     step: int) -> Iterator[Any]:
+        """The same as :meth:`scan`, as record batches of at most ``step`` rows."""
+
+    @abstractmethod
+    def count_events(self, url: str, tree: str) -> int:
+        """Events in ``url`` (before any filter)."""
+
+    @abstractmethod
+    def columns(self, url: str, tree: str) -> list[str]:
+        """The columns of ``url``."""
+
+    def histogram(self, url: str, expr: str, bins: int, range: tuple[float, float], *,
+                  tree: str = "Events", weight: str | None = None, flt: Any = None):
+        """A ``hist.Hist`` of ``expr`` filled on the server (needs ``HISTOGRAM``)."""
+        raise NotImplementedError(f"delivery path {self.name!r} has no server-side histograms")
+
+
+@dataclass
+class Delivery:
+    """What a :class:`QueryPath` delivered: output files (local paths or URLs) and per-file failures."""
+
+    name: str
+    files: list[str]
+    format: str = "parquet"
+    tree: str = "Events"
+    failures: dict[str, BaseException] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # for messages, e.g. "name (ServiceX request 1234)"
+
+
+class QueryPath(DeliveryPath):
+    """A path that runs a query over a dataset's files and delivers new files (ServiceX).
+
+    Implement :meth:`deliver`; :meth:`default_query` is the query for "these columns" (used when
+    a dataset is opened ``via=`` this path without ``query=``). No byte access of its own.
+    """
+
+    capabilities = frozenset({Capability.QUERY})
+
+    @abstractmethod
+    def deliver(self, dataset: Any, query: Any, *, inputs: Callable[[Any], list[str]],
+                **options: Any) -> Delivery:
+        """Run ``query`` over ``dataset`` (a catalog name or DatasetSpec); ``inputs(spec)`` gives
+        the input URLs where the service needs them."""
+
+    def default_query(self, tree: str, columns: Sequence[str] | None, cut: str | None = None) -> Any:
+        """The query that delivers ``columns`` of ``tree`` (events passing ``cut``, if given)."""
+        raise NotImplementedError(f"delivery path {self.name!r} needs an explicit query=")
+
+    def filesystem(self, url: str) -> fsspec.AbstractFileSystem:
+        from ..errors import CasaError
+
+        raise CasaError(f"delivery path {self.name!r} delivers query results, not files: it has no "
+                        f"filesystem for {url}")

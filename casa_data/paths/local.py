@@ -10,7 +10,7 @@ import fsspec
 from ..errors import ServiceError
 from .base import DeliveryPath
 
-__all__ = ["LocalPath", "local_path"]
+__all__ = ["LocalPath", "local_path", "looks_like_path"]
 
 
 def local_path(url: str) -> str:
@@ -18,6 +18,12 @@ def local_path(url: str) -> str:
     if url.startswith("file://"):
         url = url[len("file://"):]
     return os.path.expanduser(url)
+
+
+def looks_like_path(s: str) -> bool:
+    """Whether ``s`` is a path or URL rather than a catalog dataset name."""
+    return "://" in s or s.startswith(("/", ".", "~")) or os.path.exists(s) or s.endswith(
+        (".root", ".parquet", ".parq"))
 
 
 class LocalPath(DeliveryPath):

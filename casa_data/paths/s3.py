@@ -45,6 +45,11 @@ __all__ = ["S3Path", "split_s3_url", "s3_errors"]
 _SECRET_OPTIONS = ("secret", "token", "key")
 _AUTH_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken",
                "ExpiredToken", "403", "Forbidden", "AuthorizationHeaderMalformed"}
+# What s3fs and pyarrow's C++ client put in the text of an OSError (no response code to read).
+_AUTH_TEXT = ("SignatureDoesNotMatch", "signature we calculated does not match", "InvalidAccessKeyId",
+              "ACCESS_DENIED", "AccessDenied", "Access Denied", "Forbidden", "INVALID_ACCESS_KEY_ID")
+_BUCKET_TEXT = ("NoSuchBucket", "NO_SUCH_BUCKET", "bucket does not exist")
+_KEY_TEXT = ("NoSuchKey", "NO_SUCH_KEY", "Path does not exist", "RESOURCE_NOT_FOUND")
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -217,6 +222,12 @@ class S3Path(DeliveryPath):
             cfg = cfg.merge(Config(signature_version=UNSIGNED))
         return boto3.session.Session().client("s3", config=cfg, **kw)
 
+    def explain_error(self, url: str, err: BaseException) -> BaseException:
+        """The casa error for an s3fs / pyarrow / botocore error on ``url`` (no secret in it)."""
+        if isinstance(err, CasaError):
+            return err
+        return translate(err, url, self.endpoint(url), self._secrets(url))
+
     # -- health -----------------------------------------------------------------------------
     def check(self, url: str, timeout: float = 5.0) -> None:
         """Head the object (or the bucket, for ``s3://bucket`` and ``.../``) within ``timeout``."""
@@ -292,20 +303,23 @@ def translate(err: BaseException, url: str, endpoint: str, secrets: list[str] = 
         if s:
             text = text.replace(s, "***")
     where = f"{url} (endpoint {endpoint})"
+    auth = code in _AUTH_CODES or any(t in text for t in _AUTH_TEXT)
     if isinstance(err, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError)) or (
-        isinstance(err, (ConnectionError, OSError)) and "connect" in text.lower() and not code
+        isinstance(err, (ConnectionError, OSError)) and "connect" in text.lower() and not code and not auth
     ):
         return ServiceError(f"cannot reach the S3 endpoint {endpoint} for {url}: is the server up? "
                             f"({type(err).__name__})")
-    if code == "NoSuchBucket" or "bucket does not exist" in text or (head_bucket and code in ("404", "NotFound")):
+    if code == "NoSuchBucket" or any(t in text for t in _BUCKET_TEXT) or (
+            head_bucket and code in ("404", "NotFound")):
         return BucketNotFoundError(f"bucket {bucket!r} does not exist at {endpoint} (for {url}); "
                                    "create it or fix the URL")
-    if code in _AUTH_CODES or isinstance(err, (PermissionError, bx.NoCredentialsError)):
+    if auth or isinstance(err, (PermissionError, bx.NoCredentialsError)):
         return AccessDeniedError(
             f"access to {where} denied ({code or type(err).__name__}): check the credentials "
             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials or "
             "paths.s3 in the casa config)"
         )
-    if code in ("NoSuchKey", "404", "NotFound") or isinstance(err, FileNotFoundError):
-        return ObjectNotFoundError(f"no object at {where}")
+    if code in ("NoSuchKey", "404", "NotFound") or isinstance(err, FileNotFoundError) or any(
+            t in text for t in _KEY_TEXT):
+        return ObjectNotFoundError(f"no object at {where}", url)
     return err

@@ -11,9 +11,10 @@ Options (``paths: {skyhook: {...}}`` in the casa config, or keyword arguments):
     answers, reads scan it client-side (same results) after one warning. Default: a clear error.
 
 The bearer token is discovered like the XCache path's (:func:`casa_data.tokens.find_token`).
-Through :mod:`casa_data.readers`, ``open(..., via="skyhook")`` sends ``columns=``/``filter=`` to
-the server. The fsspec ``skyhook`` protocol lists files and reads raw bytes (no pushdown, for
-uproot and NanoEvents) and offers :meth:`SkyhookFileSystem.to_table` with pushdown.
+A :class:`~casa_data.paths.base.ScanPath` declaring ``SCAN`` and ``HISTOGRAM``: through
+:mod:`casa_data.readers`, ``open(..., via="skyhook")`` sends ``columns=``/``filter=`` to the
+server. The fsspec ``skyhook`` protocol lists files and reads raw bytes (no pushdown, for uproot
+and NanoEvents) and offers :meth:`SkyhookFileSystem.to_table` with pushdown.
 """
 
 from __future__ import annotations
@@ -25,19 +26,20 @@ import fsspec
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from ..errors import ServiceError
-from .base import DeliveryPath
+from .base import Capability, ScanPath
 
 __all__ = ["SkyhookPath", "SkyhookFileSystem"]
 
 _CLIENT_OPTIONS = ("tls", "ca_file", "timeout", "workers", "token")
 
 
-class SkyhookPath(DeliveryPath):
+class SkyhookPath(ScanPath):
     """Files behind a Skyhook service; scans with pushdown."""
 
     name = "skyhook"
     schemes = ("skyhook",)
-    scans_remotely = True  # casa_data.readers hands reads to read_arrow / iter_arrow below
+    capabilities = frozenset({Capability.FILESYSTEM, Capability.BYTE_RANGES, Capability.SCAN,
+                              Capability.HISTOGRAM})
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -81,20 +83,24 @@ class SkyhookPath(DeliveryPath):
     def storage_options(self, url: str) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k in _CLIENT_OPTIONS}
 
-    # -- reads with pushdown (called by casa_data.readers) -----------------------------------------
-    def read_arrow(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any):
+    # -- ScanPath: reads with pushdown (called by casa_data.readers) ------------------------------
+    def scan(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any):
         return self.dataset(url, tree).to_table(columns, flt)
 
-    def iter_arrow(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any,
-                   step: int) -> Iterator[Any]:
+    def scan_batches(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any,
+                     step: int) -> Iterator[Any]:
         return self.dataset(url, tree).to_batches(columns, flt, batch_size=step)
+
+    def histogram(self, url: str, expr: str, bins: int, range: tuple[float, float], *,
+                  tree: str = "Events", weight: str | None = None, flt: Any = None):
+        return self.dataset(url, tree).histogram(expr, bins, range, weight=weight, filter=flt)
 
     def count_events(self, url: str, tree: str) -> int:
         from ..skyhook.client import parse_url
 
         return int(self.client(url).action("count", {"path": parse_url(url)[1], "tree": tree})["events"])
 
-    def available_columns(self, url: str, tree: str) -> list[str]:
+    def columns(self, url: str, tree: str) -> list[str]:
         from ..skyhook.client import parse_url
 
         return list(self.client(url).action("columns", {"path": parse_url(url)[1], "tree": tree})["columns"])

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 
-from ..errors import FileReadError, ServiceError, TokenError
+from ..errors import MissingFileError, ServiceError, TokenError
 from ..tokens import WHAT_TO_DO, BearerToken, find_token, require_token, token_sources
 from .base import DeliveryPath
 
@@ -109,7 +109,7 @@ def explain_xrootd_error(url: str, err: BaseException, token: BearerToken | None
         return TokenError(f"{where} refused {_lfn_of(url)} (permission denied) and no token was sent; "
                           + WHAT_TO_DO.format(uid=uid))
     if "[3011]" in text or "no such file" in text.lower():
-        return FileReadError(url, f"{_lfn_of(url)} does not exist at {where} (nor at its origin)")
+        return MissingFileError(url, f"{_lfn_of(url)} does not exist at {where} (nor at its origin)")
     if ("Connection error" in text or "connection refused" in text.lower() or "[3005]" in text
             or "closed file" in text):
         return ServiceError(f"{where} is not reachable for {_lfn_of(url)} ({text.strip()[:120]}); "

@@ -1,6 +1,8 @@
 """ServiceX delivery: casa's compatible endpoint and the guarded client around ``servicex.deliver``.
 
-``casa_data.open(name, query=...)`` lands in :func:`open_query`; the endpoint is
+``casa_data.open(name, query=...)`` (or ``via="servicex"``) goes through the registered
+``servicex`` delivery path (:mod:`casa_data.paths.servicex`) to :func:`.client.deliver_query`;
+:func:`open_query` builds the Dataset over the outputs. The endpoint is
 :mod:`casa_facility.servicex.app` (launcher: :class:`casa_facility.services.servicex.ServiceXEndpoint`).
 """
 
@@ -10,8 +12,12 @@ __all__ = ["open_query", "deliver_query"]
 
 
 def __getattr__(name: str):
-    if name in __all__:  # lazy: importing servicex costs ~2 s
-        from . import client
+    if name == "deliver_query":  # lazy: importing servicex costs ~2 s
+        from .client import deliver_query
 
-        return getattr(client, name)
+        return deliver_query
+    if name == "open_query":
+        from ..dataset import open_query
+
+        return open_query
     raise AttributeError(name)

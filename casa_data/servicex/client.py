@@ -1,4 +1,8 @@
-"""``casa_data.open(name, query=...)``: ``servicex.deliver`` (3.3, unmodified) with its gaps closed.
+"""``servicex.deliver`` (3.3, unmodified) with its gaps closed: the ServiceX delivery path's engine.
+
+``casa_data.open(name, query=...)`` (or ``via="servicex"``) asks the registered ``servicex`` path
+(:class:`casa_data.paths.servicex.ServiceXPath`), which calls :func:`deliver_query` here; the
+Dataset over the outputs is built by :func:`casa_data.dataset.open_query`.
 
 What this adds around the client, and why (see ../shared/notes/servicex.md):
 
@@ -38,7 +42,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,9 +50,10 @@ from urllib.parse import urlsplit
 
 from ..catalog import DatasetSpec, get_catalog
 from ..config import get_config
-from ..errors import PartialResultError, QueryError, ServiceError, TransformError
+from ..errors import AccessDeniedError, QueryError, ServiceError
+from ..paths.local import looks_like_path
 
-__all__ = ["open_query", "deliver_query", "check_endpoint", "local_endpoint"]
+__all__ = ["deliver_query", "check_endpoint", "local_endpoint", "endpoint_url"]
 
 log = logging.getLogger("casa_data.servicex")
 _POLL_LOCK = threading.Lock()
@@ -93,6 +98,24 @@ def check_endpoint(url: str, timeout: float = 3.0) -> dict[str, Any]:
         raise ServiceError(f"{url} answered GET /servicex with something that is not ServiceX JSON; {hint}") from None
 
 
+def check_token(url: str, token: str, timeout: float = 5.0) -> None:
+    """Trade the refresh token as the client will; a refusal is :class:`AccessDeniedError` (the
+    client would retry it for minutes or fail with an HTTP error naming neither file nor fix)."""
+    if not token:
+        return
+    import httpx
+
+    try:
+        r = _LOCAL["http"].post(url + "/token/refresh", headers={"Authorization": f"Bearer {token}"},
+                                timeout=timeout)
+    except httpx.HTTPError as err:
+        raise ServiceError(f"the ServiceX endpoint {url} does not answer ({type(err).__name__})") from None
+    if r.status_code in (401, 403):
+        where = get_config().path_options("servicex").get("token_file") or "the configured token"
+        raise AccessDeniedError(f"the ServiceX endpoint {url} refused the refresh token from {where} "
+                                f"(HTTP {r.status_code}): write a current refresh token there")
+
+
 def _client_config(url: str, token: str, poll: float | None) -> Path:
     """A servicex.yaml (mode 0600: it may hold a token) for this endpoint, in casa's data dir."""
     import yaml
@@ -106,6 +129,11 @@ def _client_config(url: str, token: str, poll: float | None) -> Path:
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(cfg, f)
     return path
+
+
+def endpoint_url(endpoint: str | None = None) -> str:
+    """The endpoint in use: ``endpoint``, else ``paths.servicex.endpoint``, else the local one."""
+    return _endpoint(endpoint)[0]
 
 
 def _endpoint(endpoint: str | None) -> tuple[str, str, float | None]:
@@ -238,31 +266,33 @@ def _query(query: Any, codegen: str | None) -> tuple[Any, str, str]:
     return query, codegen or query.default_codegen, selection
 
 
-def _dataset(dataset: Any, catalog: Any, caps: list[str], tree: str, nfiles: int | None):
-    """``(servicex dataset identifier, name, input tree)``; a catalog name is validated here."""
-    from servicex import dataset as sxd
+def _dataset(dataset: Any, catalog: Any, caps: list[str], tree: str, nfiles: int | None,
+             inputs: Callable[[DatasetSpec], list[str]]):
+    """``(servicex dataset identifier, name, input tree)``; a catalog name is validated here.
 
-    from ..dataset import _looks_like_path
-    from ..resolver import resolve
+    ``inputs(spec)``: the input URLs (resolved by the caller: site rules, replicas)."""
+    from servicex import dataset as sxd
 
     if isinstance(dataset, DatasetSpec):
         spec = dataset
-    elif isinstance(dataset, (str, os.PathLike)) and not _looks_like_path(os.fspath(dataset)):
+    elif isinstance(dataset, (str, os.PathLike)) and not looks_like_path(os.fspath(dataset)):
         spec = get_catalog(catalog).get(os.fspath(dataset))  # DatasetNotFoundError with suggestions
         if "casa_datasets" in caps and catalog is None:
             return sxd.GenericDataSet("casa", spec.name, num_files=nfiles), spec.name, spec.tree
     else:
         paths = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
         spec = DatasetSpec.from_paths(paths, tree=tree)
-    urls = [f.url for f in resolve(spec)]
+    urls = inputs(spec)
     return sxd.FileList(urls[:nfiles] if nfiles else urls), spec.name, spec.tree
 
 
-def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, format: str = "parquet",
+def deliver_query(dataset: Any, query: Any, *, inputs: Callable[[DatasetSpec], list[str]],
+                  endpoint: str | None = None, format: str = "parquet",
                   codegen: str | None = None, nfiles: int | None = None, catalog: Any = None,
                   tree: str = "Events", ignore_cache: bool = False, progress: bool | None = None,
                   timeout: float = 3.0) -> dict[str, Any]:
-    """Deliver ``query`` over ``dataset`` through ``servicex.deliver``; see :func:`open_query`.
+    """Deliver ``query`` over ``dataset`` through ``servicex.deliver``; see
+    :func:`casa_data.dataset.open_query`. ``inputs(spec)`` gives a dataset's input URLs.
 
     Returns ``{"files", "failures" (lfn -> message), "request_id", "cache_hit", "name", "tree",
     "format", "endpoint"}``.
@@ -273,12 +303,13 @@ def deliver_query(dataset: Any, query: Any, *, endpoint: str | None = None, form
         raise QueryError(f"format={format!r}: use 'parquet', 'root' (a TTree) or 'rntuple'")
     url, token, poll = _endpoint(endpoint)
     info = check_endpoint(url, timeout)
+    check_token(url, token)
     caps = info.get("capabilities", [])
     sx_query, codegen, selection = _query(query, codegen)
     offered = info.get("code-gen-image", {})
     if codegen not in offered:
         raise QueryError(f"codegen {codegen!r} is not offered by {url}; it has: {', '.join(sorted(offered))}")
-    did, name, _ = _dataset(dataset, catalog, caps, tree, nfiles)
+    did, name, _ = _dataset(dataset, catalog, caps, tree, nfiles, inputs)
     title = f"{name} {uuid.uuid4().hex[:8]}"  # unique: finds the request later (not part of the cache key)
 
     from servicex.servicex_client import ServiceXClient, deliver_async
@@ -470,48 +501,3 @@ def _delivery_error(exc: BaseException, url: str, rid: str | None) -> Exception:
     return ServiceError(f"ServiceX delivery from {url} failed{where}: {type(exc).__name__}: {text}. If the "
                         "endpoint restarted, call again: a finished request is fetched from its outputs, "
                         "an unfinished one is submitted again")
-
-
-def open_query(dataset: Any, query: Any, columns: Sequence[str] | None = None, filter: Any = None, *,
-               endpoint: str | None = None, format: str = "parquet", codegen: str | None = None,
-               nfiles: int | None = None, catalog: Any = None, tree: str = "Events",
-               errors: str = "raise", ignore_cache: bool = False, progress: bool | None = None):
-    """Run ``query`` on ``dataset`` through ServiceX; a :class:`~casa_data.dataset.Dataset` of the outputs.
-
-    Parameters
-    ----------
-    dataset
-        A catalog name (sent as ``casa://name`` to casa's endpoint, as a file list elsewhere), a
-        DatasetSpec, paths or URLs.
-    query
-        A func_adl query (``servicex.query.FuncADL_Uproot().FromTree("Events")...``), an UprootRaw
-        dict / list of dicts (``{"treename": "Events", "filter_name": [...], "cut": "..."}``), a
-        ``PythonFunction`` or a plain function ``f(input_filename)``.
-    format
-        ``"parquet"`` (default), ``"root"`` (a TTree named ``servicex``, or the tree names of an
-        UprootRaw query) or ``"rntuple"`` (an RNTuple, named the same way).
-    errors
-        ``"raise"``: failed files raise :class:`~casa_data.errors.PartialResultError` (``.partial``
-        is a Dataset of the good files, or None); ``"skip"``: return that Dataset, failures in
-        ``.failures``.
-    """
-    from ..dataset import Dataset
-    from ..expr import Filter
-    from ..resolver import resolve
-
-    r = deliver_query(dataset, query, endpoint=endpoint, format=format, codegen=codegen, nfiles=nfiles,
-                      catalog=catalog, tree=tree, ignore_cache=ignore_cache, progress=progress)
-    ds = None
-    if r["files"]:
-        spec = DatasetSpec.from_paths(sorted(r["files"]), name=r["name"], tree=r["tree"], format=r["format"])
-        spec.metadata.update(servicex={k: r[k] for k in ("request_id", "endpoint", "cache_hit")})
-        flt = Filter(filter) if filter is not None else None
-        ds = Dataset(spec, resolve(spec), columns=columns, filter=flt, errors=errors)  # type: ignore[arg-type]
-    failures: dict[str, BaseException] = {f: TransformError(m) for f, m in r["failures"].items()}
-    if failures and (errors == "raise" or ds is None):
-        raise PartialResultError(f"{r['name']} (ServiceX request {r['request_id']})", ds, failures)
-    if failures:
-        log.warning("%d file(s) of %s failed in ServiceX and are left out: %s", len(failures), r["name"],
-                    "; ".join(f"{k}: {v}" for k, v in failures.items())[:1000])
-        ds.failures.update(failures)
-    return ds

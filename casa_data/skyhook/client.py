@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from .. import readers
+from ..access import Candidate, Replicas
 from ..errors import (CasaError, ColumnNotFoundError, FileReadError, FilterError, ObjectNotFoundError,
                       ServiceError, TokenError)
 from ..expr import Filter
@@ -293,29 +295,74 @@ class SkyhookDataset:
         except SkyhookUnavailable as err:
             return client_histogram(self._fallback(err), spec, filter)
 
-    def _fallback(self, err: SkyhookUnavailable):
+    def _fallback(self, err: SkyhookUnavailable) -> "FallbackScan":
         if not self.fallback:
             raise err
-        from .. import dataset as _dataset
-        from ..paths import path_for_url
         from .protocol import file_format
 
         log.warning("%s; scanning %s client-side instead", err, self.fallback)
         base = self.fallback.rstrip("/") + ("/" + self.path if self.path else "")
+        path = _storage_path(base)
         if file_format(base):
             files = [base]
         else:
-            path = path_for_url(base)
             fs = path.filesystem(base)
             found = sorted(f for f in fs.find(path.reader_url(base)) if file_format(f))
             files = [f if "://" not in base else fs.unstrip_protocol(f) for f in found]
         if not files:
             raise ObjectNotFoundError(f"fallback {base} holds no Parquet, Arrow or ROOT file") from err
-        return _dataset.open(files, tree=self.tree)
+        return FallbackScan([Candidate(f, path) for f in files], self.tree)
+
+
+def _storage_path(url: str):
+    """The delivery path of a fallback location: a local directory or an ``s3://`` URL."""
+    from ..config import get_config
+
+    if url.startswith(("s3://", "s3a://")):
+        from ..paths.s3 import S3Path
+
+        return S3Path(**get_config().path_options("s3"))
+    from ..paths.local import LocalPath
+
+    return LocalPath(**get_config().path_options("local"))
+
+
+class FallbackScan:
+    """Files scanned client-side (the same results as the server), through the access layer."""
+
+    def __init__(self, files: list[Candidate], tree: str):
+        self.files, self.tree = files, tree
+
+    def _fmt(self, url: str) -> str:
+        from .protocol import file_format
+
+        return "parquet" if file_format(url) in ("parquet", "arrow") else "root"
+
+    def _each(self, fn):
+        return [Replicas(c.url, [c]).call(fn) for c in self.files]
+
+    def to_arrow(self, columns=None, filter=None) -> pa.Table:
+        flt = Filter(filter) if filter is not None else None
+        tables = self._each(lambda c: readers.read_arrow(c, self._fmt(c.url), self.tree, columns, flt))
+        nonempty = [t for t in tables if t.num_rows] or tables[:1]
+        return pa.concat_tables(nonempty, promote_options="permissive")
+
+    def to_awkward(self, columns=None, filter=None):
+        import awkward as ak
+
+        flt = Filter(filter) if filter is not None else None
+        parts = self._each(lambda c: readers.read_awkward(c, self._fmt(c.url), self.tree, columns, flt))
+        return parts[0] if len(parts) == 1 else ak.concatenate(parts)
+
+    def iter_batches(self, columns=None, batch_size: int = 65_536, filter=None) -> Iterator[pa.RecordBatch]:
+        flt = Filter(filter) if filter is not None else None
+        for c in self.files:
+            yield from Replicas(c.url, [c]).call(
+                lambda c: list(readers.iter_arrow(c, self._fmt(c.url), self.tree, columns, flt, batch_size)))
 
 
 def client_histogram(ds, spec: HistSpec, filter=None):
-    """The same histogram filled client-side from a :class:`~casa_data.dataset.Dataset`."""
+    """The same histogram filled client-side (from a Dataset or a :class:`FallbackScan`)."""
     import hist
 
     expr, weight = spec.filters()
