@@ -52,6 +52,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from casa_facility.servicex.scheduler import Scheduler
 from casa_facility.servicex.settings import LOOPBACK_HOSTS, Settings
+from casa_facility.servicex.settings import s3_admin as _s3_admin
 from casa_facility.servicex.store import DONE, Store
 from casa_data.servicex.query import CODEGENS, QueryError, compile_query, object_name
 
@@ -616,15 +617,6 @@ def _dataset(d: dict[str, Any], with_files: bool = False) -> dict[str, Any]:
     out["files"] = [{"id": i, "adler32": None, "file_size": 0, "file_events": 0, "paths": p}
                     for i, p in enumerate(json.loads(d["files"] or "[]"))] if with_files else []
     return out
-
-
-def _s3_admin(settings: Settings):
-    if settings._admin is None:
-        import boto3
-
-        settings._admin = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name="us-east-1",
-                                       aws_access_key_id=settings.s3_key, aws_secret_access_key=settings._s3_secret)
-    return settings._admin
 
 
 def _proxy_object(settings: Settings, bucket: str, key: str, request: Request) -> Response:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from casa_facility.servicex.sandbox import Limits, Worker, WorkerDied, ensure_user, make_base, private_dir
+from casa_facility.servicex.settings import s3_admin
 from casa_facility.servicex.store import DONE, Store
 
 if TYPE_CHECKING:
@@ -313,9 +314,7 @@ class Scheduler:
                     shutil.copyfileobj(f, dst, 4 << 20)
                 os.replace(tmp, d / obj)  # atomic: a listed object is always complete
             else:
-                from casa_facility.servicex.app import _s3_admin
-
-                _s3_admin(self.settings).upload_fileobj(f, out["bucket"], obj)
+                s3_admin(self.settings).upload_fileobj(f, out["bucket"], obj)
         return st.st_size
 
     # -- ending ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from casa_facility.servicex.sandbox import SANDBOX_USER, Limits
 
-__all__ = ["Settings", "LOOPBACK_HOSTS"]
+__all__ = ["Settings", "LOOPBACK_HOSTS", "s3_admin"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _SECRET_VARS = ("CASA_SX_S3_KEY", "CASA_SX_S3_SECRET", "CASA_SX_REFRESH_TOKEN")
@@ -85,3 +85,13 @@ class Settings:
                 ", ".join(x for x in ("refresh token" if self._refresh else "",
                                       f"WLCG tokens of {self.verifier.issuer}" if self.verifier else "") if x)
                 or "no token can be valid (no refresh token, no issuer)"}
+
+
+def s3_admin(settings: Settings):
+    """A boto3 client for the facility S3 with the endpoint's keys (outputs; never given to clients)."""
+    if settings._admin is None:
+        import boto3
+
+        settings._admin = boto3.client("s3", endpoint_url=settings.s3_endpoint, region_name="us-east-1",
+                                       aws_access_key_id=settings.s3_key, aws_secret_access_key=settings._s3_secret)
+    return settings._admin
