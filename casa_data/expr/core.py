@@ -141,7 +141,9 @@ def parse(text: str, lang: Language) -> ast.expr:
         lineno = min(max(1, (err.lineno or 1) - shift), len(lines))
         col = max(0, (err.offset or 1) - 1) if (err.lineno or 1) - shift >= 1 else 0
         raise ExprError(f"syntax error: {err.msg}", lineno, min(col, len(lines[lineno - 1]))) from None
-    except (RecursionError, MemoryError, ValueError) as err:  # a backstop: the text checks come first
+    except ValueError as err:  # e.g. a null byte
+        raise ExprError(f"cannot parse: {err}") from None
+    except (RecursionError, MemoryError) as err:  # a backstop: the text checks come first
         raise ExprError(f"the expression is too complex to parse ({type(err).__name__})") from None
     if shift:
         for node in ast.walk(body):
