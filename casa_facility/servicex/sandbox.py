@@ -87,9 +87,35 @@ def make_base(uid: int | None) -> Path:
     """A fresh root-only (0711: not listable) directory for the workers' and jobs' directories."""
     import tempfile
 
+    _clean_stale(prefix="casa-sx-sandbox-")
     base = Path(tempfile.mkdtemp(prefix="casa-sx-sandbox-", dir="/tmp" if os.path.isdir("/tmp") else None))
     os.chmod(base, 0o711 if uid is not None else 0o700)
+    owner_file(base)
     return base
+
+
+def owner_file(d: Path) -> None:
+    """Mark ``d`` as this endpoint's (its pid), so a later endpoint removes it if this one was killed."""
+    (d / ".owner").write_text(str(os.getpid()))
+    os.chmod(d / ".owner", 0o600)
+
+
+def _clean_stale(prefix: str) -> None:
+    """Remove the sandbox and staging directories of endpoints that died without cleaning up."""
+    import glob
+    import tempfile
+
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")):
+        try:
+            st = os.lstat(d)
+            if st.st_uid != os.geteuid() or not os.path.isdir(d) or os.path.islink(d):
+                continue
+            pid = int(Path(d, ".owner").read_text())
+            os.kill(pid, 0)  # alive: not stale
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def private_dir(path: Path, uid: int | None, gid: int | None) -> Path:

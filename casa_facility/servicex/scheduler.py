@@ -25,7 +25,8 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casa_facility.servicex.sandbox import Limits, Worker, WorkerDied, ensure_user, make_base, private_dir
+from casa_facility.servicex.sandbox import (Limits, Worker, WorkerDied, _clean_stale, ensure_user, make_base,
+                                            owner_file, private_dir)
 from casa_facility.servicex.settings import s3_admin
 from casa_facility.servicex.store import DONE, Store
 
@@ -95,8 +96,10 @@ class Scheduler:
             self.uid, self.gid = ensure_user(settings.sandbox_user)
         self.limits: Limits = settings.limits
         self.base = make_base(self.uid)
+        _clean_stale("casa-sx-staging-")
         self.staging = Path(tempfile.mkdtemp(prefix="casa-sx-staging-"))
         os.chmod(self.staging, 0o700)
+        owner_file(self.staging)
         self.queue = _Queue()
         self._lock = threading.Lock()
         self._queued: set[tuple[str, int]] = set()
