@@ -116,12 +116,21 @@ def resolve(spec: DatasetSpec, via: str | None = None, config: CasaConfig | None
                                       entry.size))
     if via is not None:
         for f in files:
-            keep = [c for c in f.candidates if c.via == via]
-            if not keep:
-                have = sorted({c.via for c in f.candidates})
-                raise CasaError(
-                    f"dataset {spec.name!r}: file {f.lfn} has no replica deliverable via {via!r} "
-                    f"(it has: {', '.join(have)}); add a site rule or a replica for {via!r}, or drop via="
-                )
-            f.candidates = keep
+            f.candidates = _only_via(f, via, paths, spec.name)
     return files
+
+
+def _only_via(f: ResolvedFile, via: str, paths: _Paths, name: str) -> list[Candidate]:
+    """``f``'s candidates of path ``via``; a URL of another path whose scheme ``via`` also serves
+    (``root://`` for ``xrootd`` and ``xcache``) is read through ``via``."""
+    keep = [c for c in f.candidates if c.via == via]
+    if not keep:
+        path = paths.named(via)
+        keep = [Candidate(c.url, path) for c in f.candidates if _scheme(c.url) in path.schemes]
+    if not keep:
+        have = sorted({c.via for c in f.candidates})
+        raise CasaError(
+            f"dataset {name!r}: file {f.lfn} has no replica deliverable via {via!r} "
+            f"(it has: {', '.join(have)}); add a site rule or a replica for {via!r}, or drop via="
+        )
+    return keep
