@@ -269,12 +269,13 @@ class Scheduler:
         errors = []
         for url, via in job["candidates"]:
             try:
-                if via is None and "://" not in url:
-                    fd = os.open(url, os.O_RDONLY | os.O_NOCTTY)
+                local = url[len("file://"):] if url.startswith("file://") else url if "://" not in url else None
+                if local is not None and via in (None, "local"):  # a local replica: no copy if readable
+                    fd = os.open(local, os.O_RDONLY | os.O_NOCTTY)
                     st = os.fstat(fd)
                     if not stat.S_ISREG(st.st_mode):
                         os.close(fd)
-                        raise OSError(f"{url} is not a regular file")
+                        raise OSError(f"{local} is not a regular file")
                     if st.st_mode & stat.S_IROTH or self.uid is None:
                         return fd, None
                     with os.fdopen(fd, "rb") as src:
