@@ -255,6 +255,13 @@ def facility_client():
     return Client(comp["scheduler"], security=sec, timeout=30)
 
 
+def _facility_gateway() -> bool:
+    """The facility runs Dask Gateway (``cluster="facility"`` is then a gateway cluster)."""
+    from casa_data.config import get_config
+
+    return bool(get_config().compute.get("gateway"))
+
+
 def _client_for(cluster):
     """(client, owned objects to close) for a Client, a cluster, a cluster kind or None."""
     from distributed import Client
@@ -262,7 +269,7 @@ def _client_for(cluster):
     if isinstance(cluster, Client):
         return cluster, []
     owned = []
-    if cluster == "facility":
+    if cluster == "facility" and not _facility_gateway():  # a facility without Dask Gateway
         client = facility_client()
         return client, [client]
     if isinstance(cluster, str):
@@ -273,7 +280,7 @@ def _client_for(cluster):
         kind = cluster
         cluster = make_cluster(cluster)
         owned.append(cluster)
-        if not cluster.worker_spec:  # batch clusters start empty: grow with the work
+        if not getattr(cluster, "worker_spec", True):  # batch clusters start empty: grow with the work
             cluster.adapt(minimum=0, maximum=int(setting("run-workers", kind, 4)))
     client = Client(cluster, security=getattr(cluster, "security", None))
     return client, [client, *owned[::-1]]

@@ -27,7 +27,7 @@ class Processor(Protocol):
 
 
 #: A kind for :func:`casa_compute.cluster` (a plain string is checked at run time).
-ClusterKind: TypeAlias = Literal["auto", "local", "slurm", "htcondor"]
+ClusterKind: TypeAlias = Literal["auto", "local", "slurm", "htcondor", "gateway", "facility"]
 
 #: What ``run(..., dataset)`` reads: a Dataset, a list of them, a coffea fileset dict, or Arrow
 #: data (a Table, a RecordBatch or an iterator of them, e.g. ``ds.iter_batches(...)``).

@@ -28,6 +28,8 @@ import yaml
 log = logging.getLogger("casa_facility.lifecycle")
 
 BUCKET = "casa-facility"
+# One token for data and compute: storage.read for XCache/Skyhook/ServiceX, compute.* for the gateway.
+FACILITY_SCOPES = "storage.read:/ compute.create compute.read compute.modify compute.cancel"
 TOKEN_DAYS = 7  # lifetime of the user token `up` writes (`casa facility status` warns before it ends)
 
 
@@ -110,8 +112,8 @@ class Facility:
         tok = token_path()
         owned = not tok.exists() or self._owns_token(tok)
         if owned:
-            _secret(tok, stack.issuer.mint("storage.read:/", lifetime=TOKEN_DAYS * 86400))
-        _secret(self.secrets / "token", stack.issuer.mint("storage.read:/", lifetime=TOKEN_DAYS * 86400))
+            _secret(tok, stack.issuer.mint(FACILITY_SCOPES, lifetime=TOKEN_DAYS * 86400))
+        _secret(self.secrets / "token", stack.issuer.mint(FACILITY_SCOPES, lifetime=TOKEN_DAYS * 86400))
         self.state.update(token_file=str(tok), token_owned=owned,
                           token_expires=time.time() + TOKEN_DAYS * 86400)
         cfg = stack.casa_config()
@@ -170,26 +172,11 @@ class Facility:
         self.services["skyhook"] = {"url": sky.url(""), "ports": [sky.port], "pids": [sky.proc.pid]}
 
     def start_dask(self) -> None:
-        from distributed.security import Security
+        from casa_facility.gateway import start_for_facility
 
-        from casa_compute.clusters.local import CasaLocalCluster
-        from casa_compute.clusters.tls import generate_ca_and_leaves
-
-        tls_dir = self.dir / "tls"
-        tls_dir.mkdir(exist_ok=True)
-        os.chmod(tls_dir, 0o700)
-        files = generate_ca_and_leaves(tls_dir, ["127.0.0.1"])
-        kw = {"tls_ca_file": str(files["ca"]), "require_encryption": True}
-        for role in ("scheduler", "worker", "client"):
-            kw[f"tls_{role}_cert"], kw[f"tls_{role}_key"] = str(files[role]), str(files[f"{role}-key"])
-        cluster = CasaLocalCluster(n_workers=self.workers, threads_per_worker=1, security=Security(**kw))
-        self.stoppers.append(cluster.close)
-        addr = cluster.scheduler_address
-        dash = cluster.dashboard_link
-        port = int(addr.rsplit(":", 1)[1])
-        self.config["compute"] = {"scheduler": addr, "dashboard": dash, "tls": {
-            "ca": str(files["ca"]), "cert": str(files["client"]), "key": str(files["client-key"])}}
-        self.services["dask"] = {"url": addr, "dashboard": dash, "ports": [port], "pids": []}
+        # Dask Gateway (TLS, the facility's tokens) on a one-node SLURM, or local processes
+        # where SLURM is not installed: casa_facility.gateway.
+        start_for_facility(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:

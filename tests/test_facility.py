@@ -64,7 +64,7 @@ def running():
 def test_status_reports_every_service_healthy(running):
     st = facility.status()
     assert st["up"], st
-    assert set(st["services"]) == {"xcache", "xrootd-origin", "s3", "servicex", "skyhook", "dask"}
+    assert set(st["services"]) == {"xcache", "xrootd-origin", "s3", "servicex", "skyhook", "slurm", "dask-gateway"}
     assert "token" not in st and "expire" not in st["services"]["xcache"]["detail"]  # fresh tokens
 
 
@@ -75,7 +75,7 @@ def test_up_twice_is_safe(running):
 
 def test_every_listener_is_loopback_only(running):
     socks = listeners(descendants(running["pid"]))
-    assert len(socks) >= 5, socks  # origin, xcache, s3 (+ its internals), scheduler, workers
+    assert len(socks) >= 5, socks  # origin, xcache, s3 (+ its internals), slurm, gateway and its proxy
     bad = [(a, p) for a, p in socks if not re.match(r"^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]):\d+$", a)]
     assert not bad, f"listeners on other interfaces: {bad}"
 
@@ -84,7 +84,8 @@ def test_secrets_are_private_files(running):
     cfg = running["config_file"]
     assert os.stat(cfg).st_mode & 0o077 == 0
     assert os.stat(running["token_file"]).st_mode & 0o077 == 0
-    tls = [os.path.join(running["state_dir"], "tls", f) for f in os.listdir(os.path.join(running["state_dir"], "tls"))]
+    tls_dir = os.path.join(running["state_dir"], "gateway", "tls")
+    tls = [os.path.join(tls_dir, f) for f in os.listdir(tls_dir)]
     assert tls and all(os.stat(f).st_mode & 0o077 == 0 for f in tls)
 
 
@@ -110,24 +111,53 @@ def test_servicex_query_through_the_facility_endpoint(running):
     assert ak.all(ak.flatten(got.pt) == ak.flatten(ref.Muon_pt))
 
 
-def test_dask_over_tls_and_plain_tcp_is_refused(running):
-    from distributed import Client
-    from distributed.security import Security
+def test_dask_gateway_cluster_with_the_facility_token(running):
+    """cluster="facility" is a Dask Gateway cluster (TLS through the gateway's proxy) for the
+    token's user; the gateway's HTTPS needs its CA (more in tests/test_gateway.py)."""
+    import urllib.request
 
-    comp = casa_data.get_config().compute
-    sec = Security(tls_ca_file=comp["tls"]["ca"], tls_client_cert=comp["tls"]["cert"],
-                   tls_client_key=comp["tls"]["key"], require_encryption=True)
-    with Client(comp["scheduler"], security=sec, timeout=20) as client:
-        assert client.submit(lambda x: x + 1, 41).result(timeout=30) == 42
-    with pytest.raises(Exception):
-        Client(comp["scheduler"].replace("tls://", "tcp://"), timeout=3)
+    import casa_compute
+
+    gw = casa_data.get_config().compute["gateway"]
+    assert gw["address"].startswith("https://127.0.0.1:") and gw["proxy_address"].startswith("gateway://")
+    tok = os.path.join(running["state_dir"], "secrets", "token")
+    with casa_compute.cluster("facility", token=tok, adapt=(1, 1)) as c, c.get_client() as client:
+        assert client.submit(lambda x: x + 1, 41).result(timeout=60) == 42
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(gw["address"] + "/api/health", timeout=5)
+
+
+def _under(state_dir: str) -> list[tuple[str, str]]:
+    """Processes whose command line or working directory is in ``state_dir`` (SLURM job steps are
+    re-parented to init, so they are no descendants of the supervisor)."""
+    left = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+                cwd = os.readlink(f"/proc/{d}/cwd")
+            except OSError:
+                continue
+            if state_dir in cmd or cwd.startswith(state_dir):
+                left.append((d, cmd[:120]))
+    return left
 
 
 def test_down_leaves_nothing_behind(running):
+    import casa_compute
+
+    # A user's gateway cluster with a worker job is still running when the facility goes down.
+    tok = os.path.join(running["state_dir"], "secrets", "token")
+    c = casa_compute.cluster("facility", token=tok, adapt=(1, 1))
+    client = c.get_client(set_as_default=False)
+    client.wait_for_workers(1, timeout=60)
     pids = descendants(running["pid"])
     ports = [p for svc in running["services"].values() for p in svc["ports"]]
     assert facility.down()
+    client.close()
+    c.close(shutdown=False)
     assert not [p for p in pids if facility._alive(p)]
+    assert not _under(running["state_dir"]), "processes (gateway, scheduler, worker jobs) left"
     from casa_facility.services.base import port_open
 
     assert not [p for p in ports if port_open(p)]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .base import ClusterError, ensure_config, setting
 
 if TYPE_CHECKING:
+    from dask_gateway import GatewayCluster
     from distributed.deploy.spec import SpecCluster
 
     from casa_compute.types import ClusterKind
@@ -26,6 +27,8 @@ KINDS: dict[str, str] = {
     "local": "casa_compute.clusters.local:CasaLocalCluster",
     "slurm": "casa_compute.clusters.slurm:CasaSLURMCluster",
     "htcondor": "casa_compute.clusters.coffea_casa:CoffeaCasaCluster",
+    "gateway": "casa_compute.clusters.gateway:CasaGatewayCluster",
+    "facility": "casa_compute.clusters.gateway:CasaGatewayCluster",  # the facility's gateway
 }
 
 
@@ -41,15 +44,17 @@ def detect_kind() -> str:
     return "local"
 
 
-def cluster(kind: ClusterKind | str | None = None, **kwargs: Any) -> SpecCluster:
-    """Create a cluster of ``kind`` ("auto", "local", "slurm", "htcondor"; default from dask
-    config ``casa-compute.kind``). Keyword arguments go to the cluster class.
+def cluster(kind: ClusterKind | str | None = None, **kwargs: Any) -> SpecCluster | GatewayCluster:
+    """Create a cluster of ``kind`` ("auto", "local", "slurm", "htcondor", "gateway" or
+    "facility"; default from dask config ``casa-compute.kind``). Keyword arguments go to the
+    cluster class.
 
     Returns
     -------
-    distributed.SpecCluster
-        A :class:`CasaLocalCluster`, :class:`CasaSLURMCluster` or :class:`CoffeaCasaCluster`;
-        a context manager that closes the cluster.
+    distributed.SpecCluster or dask_gateway.GatewayCluster
+        A :class:`CasaLocalCluster`, :class:`CasaSLURMCluster` or :class:`CoffeaCasaCluster`,
+        or for "gateway"/"facility" a :class:`CasaGatewayCluster` (a new cluster of the Dask
+        Gateway, adaptive from 0 workers); a context manager that closes the cluster.
     """
     import importlib
 
@@ -63,5 +68,5 @@ def cluster(kind: ClusterKind | str | None = None, **kwargs: Any) -> SpecCluster
         raise ClusterError(f"unknown cluster kind {kind!r}; choose one of "
                            f"{['auto', *KINDS]}") from None
     module, _, name = target.partition(":")
-    cls: type[SpecCluster] = getattr(importlib.import_module(module), name)
+    cls: type[SpecCluster | GatewayCluster] = getattr(importlib.import_module(module), name)
     return cls(**kwargs)
