@@ -142,9 +142,10 @@ HEALTH = Health()  # process-wide marks (casa://, the runner's chunks, prefetch)
 class Replicas:
     """The replicas of one file (``what``: its LFN), tried in order.
 
-    ``failed`` (url -> why) remembers replicas that failed for this file (a ``ResolvedFile``
-    shares its own), ``warned`` the servers already logged and ``health`` the marks (a Dataset keeps its own of
-    both, so one read's outage does not reorder another's; by default: process-wide).
+    ``failed`` (url -> why) and ``errors`` (url -> error) remember replicas that failed for this
+    file (a ``ResolvedFile`` shares its own); ``warned`` holds the servers already logged and
+    ``health`` the marks (a Dataset keeps its own of both, so one read's outage does not reorder
+    another's; by default: process-wide).
     """
 
     def __init__(self, what: str, candidates: Iterable[Candidate], failed: dict[str, str] | None = None,
