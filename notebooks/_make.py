@@ -166,7 +166,7 @@ whole-file reads moved exactly the object's size."""),
 
 
 notebook("05-clusters", [
-    ("md", """# 5. Clusters: local, SLURM and CoffeaCasaCluster
+    ("md", """# 5. Clusters: the facility's Dask Gateway, local, SLURM and CoffeaCasaCluster
 
 `casa_compute.cluster(kind=...)` gives a Dask cluster with the facility defaults (TLS, loopback
 listeners, short lost-worker timeout); `casa_compute.run` feeds a dataset's chunks to coffea
@@ -177,6 +177,31 @@ from casa_data.demo import generate
 
 generate()
 ds = casa_data.open("demo/zmumu")"""),
+    ("md", """**The facility's Dask Gateway.** `casa_compute.cluster("facility")` asks the facility's
+gateway for a cluster of your own: you are who your WLCG token says (the same token that reads
+the data through the XCache), and only you see, scale and connect to your clusters. Each
+scheduler and worker is a job on the facility's batch system (here a one-node SLURM that
+`casa facility up` started); everything is TLS. The cluster starts with no worker and adapts
+(0 to 4) to the work; idle workers leave after `idle_worker_timeout` seconds, an idle cluster
+after `idle_timeout`. The dashboard is reached through the gateway's proxy."""),
+    ("code", """with casa_compute.cluster("facility", worker_cores=1, worker_memory=2, idle_worker_timeout=30) as cluster:
+    print(cluster.name, cluster.dashboard_link)
+    result = casa_compute.run(DimuonProcessor(), ds, cluster=cluster, chunksize=100_000)
+print(result.report)"""),
+    ("md", """The options the gateway offers, with the facility's limits; a request over a limit is
+refused with the option and the limit named. `casa compute clusters list|connect|stop` does the
+same from a terminal (or another process)."""),
+    ("code", """from casa_compute.clusters.gateway import CasaGateway
+with CasaGateway() as gw:
+    print(gw.cluster_options())
+    print("my running clusters:", [c.name for c in gw.list_clusters()])
+try:
+    casa_compute.cluster("facility", worker_cores=64)
+except casa_compute.ClusterError as e:
+    print("refused:", e)"""),
+    ("md", """Your own code and packages go to the workers before their first task:
+`upload=["my_module.py", "my_package/"]` and `pip=["some-package"]`; `environment={...}` sets
+variables on the workers. The same processor on a `LocalCluster` in this process's machine:"""),
     ("code", """with casa_compute.cluster("local", n_workers=2) as cluster:
     result = casa_compute.run(DimuonProcessor(), ds, cluster=cluster, chunksize=100_000)
 print(result.report)"""),

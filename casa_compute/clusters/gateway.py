@@ -179,11 +179,9 @@ class CasaGatewayCluster(GatewayCluster):
         try:
             if not asynchronous:
                 # On the scheduler, so every worker (also those adapt adds later, and workers of
-                # clients in other processes) gets them before its first task.
-                from distributed import Client
-
-                with Client(self, security=self.security, set_as_default=False) as client:
-                    register_plugins(client, self._casa_plugins, token)
+                # clients in other processes) gets them before its first task. Through the
+                # cluster's own scheduler connection: a Client would cost a second or two.
+                self.gateway.sync(self._casa_register, self._casa_plugins + _token_plugins(token))
             if adapt == "default":
                 adapt = (0, int(setting("max-workers", "gateway") or 4))
             if adapt is not None and not asynchronous:
@@ -239,6 +237,22 @@ class CasaGatewayCluster(GatewayCluster):
                 self.status = "closed"  # nothing left to close later (nor in __del__)
                 self.gateway.close()
                 raise
+
+    async def _casa_register(self, plugins: list[Any]) -> None:
+        from distributed.diagnostics.plugin import _get_plugin_name
+        from distributed.protocol.pickle import dumps
+
+        for p in plugins:
+            name = getattr(p, "name", None) or _get_plugin_name(p)
+            if isinstance(p, SchedulerPlugin):
+                await self.scheduler_comm.register_scheduler_plugin(plugin=dumps(p), name=name,
+                                                                    idempotent=False)
+            else:
+                out = await self.scheduler_comm.register_worker_plugin(
+                    plugin=dumps(p), name=name, idempotent=bool(getattr(p, "idempotent", False)))
+                bad = [r for r in out.values() if r.get("status") == "error"]
+                if bad:
+                    raise ClusterError(f"worker plugin {name} failed on {len(bad)} worker(s)")
 
     def adapt(self, minimum: int | None = None, maximum: int | None = None, active: bool = True,
               **kwargs: Any) -> Any:
@@ -349,12 +363,13 @@ def _plugins(pip: list[str] | None, upload: list[str | os.PathLike[str]] | None)
     return out
 
 
-def register_plugins(client: Any, plugins: list[Any], token: Any = "auto") -> None:
-    """Register ``plugins`` and the bearer-token plugin (as ``casa_compute.run`` does)."""
+def _token_plugins(token: Any = "auto") -> list[Any]:
+    """The bearer-token plugin (named as ``casa_compute.run`` names it), if there is a token."""
     from casa_compute.report import TokenPlugin
 
-    for p in plugins:
-        client.register_plugin(p)
     tok = find_token(token)
-    if tok is not None:
-        client.register_plugin(TokenPlugin.from_file(tok), name="casa-bearer-token")
+    if tok is None:
+        return []
+    plugin = TokenPlugin.from_file(tok)
+    plugin.name = "casa-bearer-token"
+    return [plugin]
