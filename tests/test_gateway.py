@@ -261,3 +261,13 @@ def test_idle_workers_then_idle_cluster_are_released(gateway, tokens):
         released = time.monotonic() - done
         _wait(lambda: not worker_jobs(c.name), 30, "the idle cluster to stop itself")
         assert released < 15, released
+
+
+def test_local_process_backend_without_slurm(base, issuer, tokens):
+    """Where there is no SLURM, the same gateway runs schedulers and workers as local processes."""
+    with GatewayService(base / "gateway-local", issuer=issuer, backend="local") as gw, \
+            new_cluster(gw, tokens["alice"], adapt=(1, 1)) as c, c.get_client(set_as_default=False) as client:
+        assert client.submit(lambda x: x + 1, 41).result(timeout=60) == 42
+        assert all(a.startswith("tls://127.0.0.1:") for a in client.scheduler_info()["workers"])
+        with gateway_for(gw, tokens["bob"]) as bob:
+            assert c.name not in [r.name for r in bob.list_clusters()]
