@@ -293,7 +293,7 @@ def test_restart_mid_request_completes_with_auth_and_local_outputs(casa_env, mon
         tok.write_text(ep.refresh_token)
         cfg = casa_env / "casa.yaml"
         cfg.write_text(yaml.safe_dump({"paths": {"servicex": {"endpoint": ep.url, "token_file": str(tok),
-                                                              "down_timeout": 3}}}))
+                                                              "down_timeout": 8}}}))  # a restart within 8 s (2 cores, shared)
         monkeypatch.setenv("CASA_CONFIG", str(cfg))
         reset_config()
         assert httpx.get(ep.url + "/servicex/transformation").status_code == 401  # auth is on

@@ -216,6 +216,8 @@ def test_transforms_cannot_reach_state_secrets_or_write_outside(ep, alice):
         "write to the repository": ("open('/work/main/casa-sx-escaped', 'w').write('x')",),
         "write to the state dir": (f"open({str(state / 'escaped')!r}, 'w').write('x')",),
         "become root": ("os.setuid(0)",),
+        "reach the endpoint's API": ("import socket",
+                                     f"socket.create_connection(('127.0.0.1', {ep.port}), timeout=2).close()"),
     }
     rids = {}
     for what, lines in attacks.items():
@@ -227,7 +229,8 @@ def test_transforms_cannot_reach_state_secrets_or_write_outside(ep, alice):
         assert st["status"] == "Fatal" and st["files-failed"] == 1, (what, st)
         errs = errors_of(ep, alice, rid)
         assert any(x in e for e in errs for x in ("PermissionError", "Permission denied", "Operation not permitted",
-                                                  "Read-only file system", "No such file", "no readable environment")), (what, errs)
+                                                  "Read-only file system", "No such file", "no readable environment",
+                                                  "Network is unreachable", "Connection refused")), (what, errs)
     assert not os.path.exists("/tmp/casa-sx-escaped") and not os.path.exists("/work/main/casa-sx-escaped")
     assert not (state / "escaped").exists()
 

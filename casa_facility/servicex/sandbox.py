@@ -12,6 +12,7 @@ milliseconds. Each child:
   opened or staged the file: the child never walks a path of the facility;
 * writes its output to a private job directory (owned by ``casa-transform``, mode 0700, in a
   root-only directory) that the endpoint then uploads, opening it with ``O_NOFOLLOW``;
+* has no network (its own network namespace) and sees an empty ``/tmp``;
 * runs with ``RLIMIT_AS``, ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` and ``RLIMIT_CORE=0`` (``RLIMIT_NPROC``
   on the worker), ``PR_SET_PDEATHSIG`` and a wall-clock limit (killed with its process group);
 * talks back in JSON only (the endpoint never unpickles what a sandboxed process sends).
@@ -254,7 +255,8 @@ def _blocked(path: str) -> str | None:
 
 
 def _private_mounts(home: str, base: str) -> None:
-    """A private mount namespace for the worker (and so its transforms):
+    """A private mount and network namespace for the worker (and so its transforms): no network
+    at all (inputs come as descriptors, outputs go back through the endpoint), and
 
     * ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock`` become empty read-only tmpfs (nothing
       to read there, nowhere to write but the job directory), keeping only the sandbox's own base;
@@ -292,7 +294,7 @@ def _private_mounts(home: str, base: str) -> None:
             raise OSError(e, f"mount {src} on {dst}: {os.strerror(e)}")
 
     MS_BIND, MS_REC, MS_PRIVATE, MS_MOVE, MS_RDONLY, MS_REMOUNT = 4096, 16384, 1 << 18, 8192, 1, 32
-    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+    if libc.unshare(0x00020000 | 0x40000000) != 0:  # CLONE_NEWNS | CLONE_NEWNET: no network either
         e = ctypes.get_errno()
         raise SandboxError(f"the sandbox needs a private mount namespace (to hide {', '.join(by_block)}) and "
                            f"unshare failed: {os.strerror(e)}")
