@@ -19,7 +19,7 @@ from casa_bench.methods import (BenchContext, BenchFile, BenchMethod, Unsupporte
                                needs_s3, register_method)
 from casa_bench.runner import DEFAULT_METHODS, bench_files, markdown_table, run_bench, write_outputs
 
-__all__ = ["bench", "BenchMethod", "BenchFile", "BenchContext", "Unsupported", "register_method", "available_methods",
+__all__ = ["bench", "sweep", "BenchMethod", "BenchFile", "BenchContext", "Unsupported", "register_method", "available_methods",
            "get_method", "run_bench", "bench_files", "markdown_table", "write_outputs", "local_files"]
 
 QUICK = {"reps": 2, "nranges": 40}
@@ -88,6 +88,67 @@ def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, c
         j, p = write_outputs(doc, out_dir)
         doc["outputs"] = {"json": str(j), "png": str(p)}
     return doc
+
+
+def sweep(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *,
+          concurrency: Sequence[int] | None = None, patterns: Sequence[str] = ("whole", "ranges:64k"),
+          mode: str = "threads", duration: float | None = None, max_bytes: int | None = None,
+          workers: Sequence[int] | None = None, cluster: str = "local", catalog: Any = None,
+          s3: str | None = None, embedded: bool | None = None, server: str = "seaweedfs", quick: bool = False,
+          columns: list[str] | None = None, out_dir: str | os.PathLike | None = None, progress: Any = None,
+          log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Sweep ``methods`` over ``concurrency`` readers per ``patterns`` (see :mod:`casa_bench.sweep`).
+
+    quick : concurrency 1, 2, 4, 1 s per level, 256 MiB per level at most, the first file only.
+    workers : run the readers on Dask workers of a ``cluster`` (``casa_compute.cluster(kind)``),
+        one sweep per worker count in ``workers``; ``concurrency`` is then readers per worker.
+    out_dir : write JSON, CSV, PNG plots and an HTML report; their paths are in ``doc["outputs"]``.
+    """
+    from casa_bench.sweep import QUICK_SWEEP, run_sweep
+    from casa_bench.workload import parse_pattern
+
+    pats = [parse_pattern(p) for p in patterns]
+    files = bench_files(local_files(dataset, catalog))
+    if quick:
+        files = files[:1]
+    concurrency = list(concurrency or (QUICK_SWEEP["concurrency"] if quick else [1, 2, 4, 8, 16, 32]))
+    duration = duration or (QUICK_SWEEP["duration"] if quick else 3.0)
+    max_bytes = max_bytes or (QUICK_SWEEP["max_bytes"] if quick else 4 << 30)
+    with _s3_for(files, methods, s3, embedded, server, log) as (s3_base, s3_options, pids, started):
+        doc = run_sweep(files, methods, pats, concurrency, mode=mode, duration=duration, max_bytes=max_bytes,
+                        columns=columns, s3_base=s3_base, s3_options=s3_options, s3_pids=pids, workers=workers,
+                        cluster=cluster, progress=progress, log=log)
+    doc["meta"].update(quick=quick, embedded_server=started, loadavg_after=os.getloadavg())
+    if out_dir is not None:
+        from casa_bench.report import write_sweep
+
+        write_sweep(doc, out_dir)
+    return doc
+
+
+@contextlib.contextmanager
+def _s3_for(files: list[BenchFile], methods: Sequence[str], s3: str | None, embedded: bool | None, server: str,
+            log: Callable[[str], None]):
+    """S3 copies of ``files`` when a method needs them: ``(base, options, server pids, started server)``."""
+    from casa_data.config import get_config
+
+    if not any(needs_s3(m) for m in methods):
+        yield None, {}, {}, None
+        return
+    with contextlib.ExitStack() as stack:
+        options: dict[str, Any] = {}
+        pids: dict[str, list[int]] = {}
+        started = None
+        configured = get_config().path_options("s3").get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        if embedded or (embedded is None and not configured):
+            log(f"starting an embedded {server}")
+            launcher = stack.enter_context(_launcher(server))
+            launcher.create_bucket("casa-bench")
+            options, started = launcher.path_options(), server
+            pids = {server: [p.pid for p in launcher.procs.values()]}
+        base = s3 or f"s3://casa-bench/{_slug(files)}"
+        _upload(files, base, options, log)
+        yield base, options, pids, started
 
 
 def _launcher(server: str):

@@ -49,6 +49,8 @@ class BenchContext:
     s3_base: str | None = None          # s3://bucket/prefix holding copies of the files
     s3_options: dict[str, Any] = field(default_factory=dict)
     workdir: Path = Path(".")
+    #: our own S3 server's processes (name -> pids), for server CPU figures
+    s3_pids: dict[str, list[int]] = field(default_factory=dict)
 
 
 class BenchMethod(ABC):
@@ -58,9 +60,12 @@ class BenchMethod(ABC):
     description: ClassVar[str] = ""
     #: reads copies of the files in an S3 bucket (``casa bench`` then starts or finds one and uploads)
     needs_s3: ClassVar[bool] = False
+    #: its ``setup`` starts no server, so a Dask worker can set up its own copy (``--workers``)
+    portable: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self.counted = 0
+        self.counted = 0      # bytes to the client in the last counting pass
+        self.counted_up = 0   # bytes from the client (writes), where a relay counts them
 
     def setup(self, ctx: BenchContext) -> None:
         """Prepare (copy files, start services) before any measurement."""
@@ -84,10 +89,18 @@ class BenchMethod(ABC):
         """Read many ranges as one vector read, as uproot does (default: one by one)."""
         return sum(self.read_range(f, start, length) for f, start, length in items)
 
+    def write_object(self, key: str, data: bytes) -> int:
+        """Write ``data`` as object ``key`` (under the method's own prefix); return the bytes written."""
+        raise Unsupported(f"{self.name}: no object writes on this path")
+
+    def server_processes(self) -> dict[str, list[int]]:
+        """Our own server processes this method reads through (name -> pids), for CPU figures."""
+        return {}
+
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
         """Count transferred bytes into ``self.counted`` during one untimed pass."""
-        self.counted = 0
+        self.counted = self.counted_up = 0
         self._count = True
         try:
             yield

@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from typing import Iterator
+import threading
+from typing import Any, Iterator
 
 from casa_bench.base import BenchContext, BenchFile, BenchMethod
 
 __all__ = ["LocalMethod", "S3fsMethod", "S3fsDefaultMethod", "ArrowS3Method", "CountingFile"]
 
 CHUNK = 8 << 20
+_LOCK = threading.Lock()
 
 
 class CountingFile(io.RawIOBase):
@@ -70,6 +72,7 @@ class LocalMethod(BenchMethod):
 
     name = "local"
     description = "local disk (uproot memmap / pyarrow local files)"
+    portable = True
 
     def read_whole(self, f: BenchFile) -> int:
         n = 0
@@ -104,6 +107,9 @@ class _S3Method(BenchMethod):
     """Shared set-up: the S3 path, the object URL of each file, a counting relay when asked."""
 
     needs_s3 = True
+    portable = True
+    #: objects at least this big are written as multipart uploads of this part size
+    multipart_part = 8 << 20
 
     def setup(self, ctx: BenchContext) -> None:
         from casa_data.paths import get_path
@@ -113,6 +119,32 @@ class _S3Method(BenchMethod):
         self._opts = dict(ctx.s3_options)
         self.path = get_path("s3", **self._opts)
         self.urls = {f.local: f.urls["s3"] for f in ctx.files}
+        self._pids = dict(ctx.s3_pids)
+        self._base = ctx.s3_base.rstrip("/")
+        self._clients: dict[int, Any] = {}
+
+    def server_processes(self) -> dict[str, list[int]]:
+        return self._pids
+
+    def write_object(self, key: str, data: bytes) -> int:
+        """PUT ``data`` at ``<s3 base>/writes/<key>``; multipart (parts of ``multipart_part``) when bigger."""
+        url = f"{self._base}/writes/{key}"
+        bucket, _, obj = url.removeprefix("s3://").partition("/")
+        with _LOCK:  # one boto3 client per path (the counting pass swaps the path); clients are thread-safe
+            client = self._clients.get(id(self.path))
+            if client is None:
+                client = self._clients[id(self.path)] = self.path.client(url)
+        part = self.multipart_part
+        if len(data) < part:
+            client.put_object(Bucket=bucket, Key=obj, Body=data)
+        else:
+            up = client.create_multipart_upload(Bucket=bucket, Key=obj)["UploadId"]
+            parts = []
+            for i, off in enumerate(range(0, len(data), part), 1):
+                r = client.upload_part(Bucket=bucket, Key=obj, UploadId=up, PartNumber=i, Body=data[off:off + part])
+                parts.append({"PartNumber": i, "ETag": r["ETag"]})
+            client.complete_multipart_upload(Bucket=bucket, Key=obj, UploadId=up, MultipartUpload={"Parts": parts})
+        return self._add(len(data))
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
@@ -131,7 +163,7 @@ class _S3Method(BenchMethod):
             finally:
                 self._reset()
                 self.path = timed
-                self.counted = proxy.down
+                self.counted, self.counted_up = proxy.down, proxy.up
 
     def _reset(self) -> None:
         """Drop cached connections/handles (so the counting pass goes through the relay)."""

@@ -30,6 +30,7 @@ class PathMethod(BenchMethod):
     """Benchmark the delivery path ``path_name`` by its capabilities."""
 
     name = "path"
+    portable = True
 
     def __init__(self, path_name: str) -> None:
         super().__init__()

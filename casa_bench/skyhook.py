@@ -30,6 +30,9 @@ class SkyhookMethod(BenchMethod):
         self.service = SkyhookService(root).start()  # its own temporary workdir (token, log)
         self.address = self.service.address
 
+    def server_processes(self) -> dict[str, list[int]]:
+        return {"skyhook": [p.pid for p in self.service.procs.values()]}
+
     def teardown(self) -> None:
         svc = getattr(self, "service", None)
         if svc is not None:

@@ -9,10 +9,12 @@ origin still serves the same page-cached inode; ``xcache-warm`` reads names the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +89,25 @@ class _XRootDBench(BenchMethod):
         _stop()
 
     def server(self) -> str:
-        return self.stack.origin_url
+        return self._relay or self.stack.origin_url
+
+    _relay: str | None = None
+
+    def server_processes(self) -> dict[str, list[int]]:
+        return {"xrootd-origin": [p.pid for p in self.stack.origin.procs.values()]}
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        """Wire bytes through a TCP relay in front of the server this method reads from."""
+        from casa_bench.proxy import CountingProxy
+
+        with CountingProxy(self.server()) as proxy, super().counting():
+            self._relay = proxy.url
+            try:
+                yield
+            finally:
+                self._relay = None
+                self.counted, self.counted_up = proxy.down, proxy.up
 
     def url(self, f: BenchFile) -> str:
         return f"{self.server()}//store/bench/{f.name}"
@@ -135,7 +155,10 @@ class XCacheWarmMethod(_XRootDBench):
     path_name = "xcache"
 
     def server(self) -> str:
-        return self.stack.xcache_url
+        return self._relay or self.stack.xcache_url
+
+    def server_processes(self) -> dict[str, list[int]]:
+        return {"xcache": [p.pid for p in self.stack.xcache.procs.values()], **super().server_processes()}
 
     def setup(self, ctx: BenchContext) -> None:
         super().setup(ctx)
