@@ -132,6 +132,16 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     base = Path(tempfile.mkdtemp(prefix="casa-bench-gateway-", dir="/tmp"))
     os.chmod(base, 0o755)
+    try:
+        med, times, total, running, first, efirst, four, done, gone = _measure(base, args)
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+    _report(args, load0, med, times, total, running, first, efirst, four, gone)
+
+
+def _measure(base: Path, args):
     issuer = TestIssuer()
     with SlurmService(base / "slurm") as _slurm, \
             GatewayService(base / "gateway", issuer=issuer, backend="slurm") as gw:
@@ -147,6 +157,10 @@ def main() -> None:
         total = args.files * args.events_per_file
         med, times = bench_zmumu(kw, files, args.repeat, args.chunksize)
         print(med, flush=True)
+    return med, times, total, running, first, efirst, four, done, gone
+
+
+def _report(args, load0, med, times, total, running, first, efirst, four, gone) -> None:
     load1 = os.getloadavg()[0]
     g, lc = med["gateway, 2 SLURM workers"], med["casa LocalCluster, 2 workers"]
     rows = "\n".join(f"| {k} | {med[k]:.2f} | {min(v):.2f}–{max(v):.2f} | {total / med[k] / 1e6:.2f} |"

@@ -6,6 +6,7 @@ over the network. Installed with ``pip install 'casa-sdk[facility]'``.
 * :mod:`.services` -- launchers (XRootD origin + XCache, S3, Ceph RGW, ServiceX, Skyhook, SLURM, PKI)
 * :mod:`.skyhook` -- the Skyhook Arrow Flight server
 * :mod:`.servicex` -- the ServiceX-compatible endpoint
+* :mod:`.gateway`, :mod:`.gateway_auth` -- Dask Gateway on SLURM with the facility's WLCG tokens
 * :mod:`.lifecycle`, :mod:`.supervisor` -- ``casa facility up|status|down``
 * :mod:`.demo` -- ``casa demo``
 """

@@ -39,7 +39,7 @@ from traitlets import Float as FloatTrait
 from casa_data.errors import ServiceError
 from casa_facility.services.base import Daemon, Part, Service
 
-__all__ = ["GatewayService", "cluster_options", "configure", "start_for_facility",
+__all__ = ["GatewayService", "cluster_options", "configure", "start_for_facility", "kill_strays",
            "FACILITY_SCOPES", "DEFAULT_LIMITS", "DEFAULT_OPTIONS"]
 
 SETTINGS_ENV = "CASA_GATEWAY_SETTINGS"
@@ -180,8 +180,10 @@ class _Casa:
     def get_worker_command(self, cluster, worker_name, scheduler_address=None):
         cmd = list(super().get_worker_command(cluster, worker_name, scheduler_address))
         # No nanny: it would double the start-up time of a worker job (two Python processes), and
-        # the gateway replaces a worker that dies. The job's memory is SLURM's --mem.
-        return cmd + ["--host", "127.0.0.1", "--local-directory", self._worker_dir(cluster), "--no-nanny"]
+        # the gateway replaces a worker that dies. The job's memory is SLURM's --mem. A worker
+        # whose scheduler is gone exits after the death timeout instead of retrying forever.
+        return cmd + ["--host", "127.0.0.1", "--local-directory", self._worker_dir(cluster), "--no-nanny",
+                      "--death-timeout", "30"]
 
     def get_env(self, cluster):
         env = super().get_env(cluster)
@@ -210,6 +212,16 @@ class CasaSlurmBackend(_Casa, SlurmBackend):
 
     def get_staging_directory(self, cluster):
         return os.path.join(_settings()["staging"], cluster.username, cluster.name)
+
+    # The job script runs the command with `exec`: the Python process is then the job's own, so
+    # scancel's SIGTERM (and SIGKILL after KillWait) reach it. Without, /bin/sh dies first, the
+    # worker is re-parented to init and escapes proctrack/linuxproc (it was seen running on,
+    # retrying its vanished scheduler).
+    def get_scheduler_command(self, cluster):
+        return ["exec", *super().get_scheduler_command(cluster)]
+
+    def get_worker_command(self, cluster, worker_name, scheduler_address=None):
+        return ["exec", *super().get_worker_command(cluster, worker_name, scheduler_address)]
 
     def _worker_dir(self, cluster):
         return self.get_staging_directory(cluster)
@@ -437,10 +449,33 @@ class GatewayService(Service):
             return bool(r.status == 200)
 
     def after_stop(self) -> None:
+        kill_strays(self.workdir)
         if self._own_workdir:
             import shutil
 
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def kill_strays(workdir: str | os.PathLike[str]) -> list[int]:
+    """SIGKILL processes working in ``workdir`` (schedulers and workers of its clusters that
+    outlived their jobs); their ids."""
+    import signal
+
+    root = str(Path(workdir).resolve())
+    killed = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cwd = os.readlink(d / "cwd").removesuffix(" (deleted)")
+            except OSError:
+                continue
+            if cwd == root or cwd.startswith(root + os.sep):
+                try:
+                    os.kill(int(d.name), signal.SIGKILL)
+                    killed.append(int(d.name))
+                except OSError:
+                    pass
+    return killed
 
 
 def start_for_facility(fac: Any) -> None:
@@ -453,6 +488,8 @@ def start_for_facility(fac: Any) -> None:
         from casa_facility.services.slurm import SlurmService
 
         slurm = SlurmService(fac.dir / "slurm", cpus=16)
+        # Runs last (stoppers run in reverse): a job process that outlived SLURM is ended too.
+        fac.stoppers.append(lambda: kill_strays(fac.dir / "gateway"))
         slurm.start()
         fac.stoppers.append(slurm.stop)
         env_backend = "slurm"

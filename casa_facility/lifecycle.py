@@ -1,8 +1,8 @@
 """The facility in a box: every service a coffea-casa-style facility offers, on 127.0.0.1.
 
 ``casa facility up`` starts a supervisor process that runs an XRootD origin with a token-protected
-XCache, an S3 server (SeaweedFS), the ServiceX-compatible endpoint, the Skyhook service and a Dask
-scheduler with workers over TLS, loads the demo
+XCache, an S3 server (SeaweedFS), the ServiceX-compatible endpoint, the Skyhook service, a one-node
+SLURM and Dask Gateway on it (TLS, the facility's tokens), loads the demo
 dataset into the origin and a bucket, and writes ``~/.config/casa/facility.yaml`` so casa_data and
 casa_compute use it by themselves. ``status`` checks every service; ``down`` stops them all and
 removes the config. Secrets (token, S3 keys, TLS keys) are 0600 files in the state directory.
