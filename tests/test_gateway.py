@@ -227,6 +227,11 @@ def test_users_module_pip_free_upload_and_environment_run_on_gateway_workers(gat
             out, report = casa_compute.run(user.UserProcessor(), fs, cluster=c, chunksize=25_000,
                                            progress=False)
             assert {s.host for s in report.stats}, report
+            # The dashboard, through the gateway's HTTPS proxy (bokeh runs on the scheduler job).
+            import urllib.request
+
+            with urllib.request.urlopen(c.dashboard_link, timeout=30, context=gateway.ssl_context()) as r:
+                assert r.status == 200 and b"Dask" in r.read()
         same_output(out, expected)
         assert report.ok and report.events == 100_000
         assert report.dashboard.startswith(f"{gateway.address}/clusters/")
