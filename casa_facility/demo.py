@@ -19,7 +19,8 @@ import casa_data
 
 __all__ = ["run_demo", "DemoResult", "DEMO_PIPELINE"]
 
-DEMO_PIPELINE = Path(__file__).parent / "pipeline" / "examples" / "zmumu_demo.yaml"
+# The spec ships with casa_compute's pipeline examples (package data), not with casa_facility.
+DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "casa_compute" / "pipeline" / "examples" / "zmumu_demo.yaml"
 
 
 @dataclass

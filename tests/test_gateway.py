@@ -203,7 +203,7 @@ def test_options_over_the_limits_are_refused(gateway, tokens):
             c.scale(3)
 
 
-def test_users_module_pip_free_upload_and_environment_run_on_gateway_workers(gateway, tokens, tmp_path):
+def test_users_module_pip_package_and_environment_on_gateway_workers(gateway, tokens, tmp_path):
     need(AGC)
     mod = f"casa_user_analysis_{os.getpid()}"
     d = tmp_path / "my-analysis"
@@ -214,7 +214,10 @@ def test_users_module_pip_free_upload_and_environment_run_on_gateway_workers(gat
 
         class UserProcessor(DimuonProcessor):
             def process(self, events):
+                import inflection  # from pip=[...]: only on the cluster
+
                 assert os.environ.get("CASA_USER_FLAG") == "on-worker", "the environment option"
+                assert inflection.underscore("CasaGateway") == "casa_gateway"
                 return super().process(events)
     """))
     sys.path.insert(0, str(d))
@@ -222,7 +225,10 @@ def test_users_module_pip_free_upload_and_environment_run_on_gateway_workers(gat
         user = __import__(mod)
         fs = {"agc": [str(AGC)]}
         expected, _ = casa_compute.run(DimuonProcessor(), fs, chunksize=25_000, progress=False)
-        with new_cluster(gateway, tokens["alice"], upload=[d / f"{mod}.py"],
+        import importlib.util
+
+        assert importlib.util.find_spec("inflection") is None, "the test needs a package casa lacks"
+        with new_cluster(gateway, tokens["alice"], upload=[d / f"{mod}.py"], pip=["inflection==0.5.1"],
                          environment={"CASA_USER_FLAG": "on-worker"}, adapt=(0, 2)) as c:
             out, report = casa_compute.run(user.UserProcessor(), fs, cluster=c, chunksize=25_000,
                                            progress=False)

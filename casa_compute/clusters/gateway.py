@@ -6,8 +6,10 @@
 * Authentication is the WLCG bearer token casa finds for data access (:class:`BearerAuth`): one
   token for data and compute. The token is forwarded to the workers (:class:`TokenPlugin`).
 * Elastic by default: ``adapt(minimum=0, maximum=N)`` right after the cluster starts.
-* The user's environment on the workers, before the first task: ``pip=[...]`` (distributed's
-  ``PipInstall``) and ``upload=[paths]`` (local modules or directories, put on ``sys.path``).
+* The user's environment on the workers, before the first task: ``pip=[...]`` (installed as
+  distributed's ``PipInstall`` does, but with ``--target`` into the cluster's own directory, so the
+  shared environment never changes) and ``upload=[paths]`` (local modules or directories, put on
+  ``sys.path``); both also on the scheduler, which unpickles the task graph.
 
 >>> import casa_compute
 >>> with casa_compute.cluster("gateway", worker_cores=1, upload=["mymodule.py"]) as c:
@@ -150,7 +152,8 @@ class CasaGatewayCluster(GatewayCluster):
         Adaptive bounds applied at start (default ``(0, casa-compute.gateway.max-workers)``);
         None leaves the cluster at zero workers until ``scale``/``adapt``.
     pip : list of str
-        Packages installed on every worker before its first task (``PipInstall``).
+        Packages installed on every worker (and the scheduler) before its first task, into the
+        cluster's own directory (``pip install --target``); the package index must be reachable.
     upload : list of paths
         Local ``.py`` files, packages or directories copied to every worker and put on its
         ``sys.path`` before its first task.
@@ -351,12 +354,61 @@ class UploadSchedulerPlugin(SchedulerPlugin):
         _unpack(self.data, self.entries, self._dir)
 
 
+def _pip_install(packages: list[str], directory: str | os.PathLike[str]) -> None:
+    """``pip install --target <directory>/casa-pip`` (once per directory: a lock, a marker) and
+    that directory first on ``sys.path``. As distributed's PipInstall, but into the cluster's own
+    directory: the shared environment of the workers is never changed."""
+    import fcntl
+    import importlib
+    import subprocess
+
+    target = Path(directory) / "casa-pip"
+    target.mkdir(parents=True, exist_ok=True)
+    marker = target / (".installed-" + hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16])
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                   "--target", str(target), *packages], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pip install {' '.join(packages)} failed: {proc.stderr.strip()[-2000:]}")
+            marker.touch()
+    if str(target) not in sys.path:
+        sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+
+
+class PipPlugin(WorkerPlugin):
+    """Installs ``packages`` on each worker before its first task (see :func:`_pip_install`)."""
+
+    idempotent = True
+
+    def __init__(self, packages: list[str]):
+        self.packages = list(packages)
+        self.name = "casa-pip-" + hashlib.sha256("\n".join(self.packages).encode()).hexdigest()[:16]
+
+    def setup(self, worker: Any) -> None:
+        _pip_install(self.packages, getattr(worker, "local_directory", None) or tempfile.gettempdir())
+
+
+class PipSchedulerPlugin(SchedulerPlugin):
+    """The same packages on the scheduler, which unpickles task graphs."""
+
+    def __init__(self, packages: list[str]):
+        self.packages = list(packages)
+        self.name = "casa-pip-" + hashlib.sha256("\n".join(self.packages).encode()).hexdigest()[:16]
+
+    async def start(self, scheduler: Any) -> None:
+        import asyncio
+
+        self._dir = tempfile.mkdtemp(prefix="casa-pip-")
+        await asyncio.get_running_loop().run_in_executor(None, _pip_install, self.packages, self._dir)
+
+
 def _plugins(pip: list[str] | None, upload: list[str | os.PathLike[str]] | None) -> list[Any]:
     out: list[Any] = []
     if pip:
-        from distributed.diagnostics.plugin import PipInstall
-
-        out.append(PipInstall(list(pip)))
+        out += [PipSchedulerPlugin(list(pip)), PipPlugin(list(pip))]
     if upload:
         packed = _pack(list(upload))
         out += [UploadSchedulerPlugin(packed), UploadPlugin([], packed)]
