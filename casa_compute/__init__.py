@@ -15,6 +15,7 @@ from casa_data import _moved
 
 _LAZY = {
     "run": "casa_compute.runner:run",
+    "apply": "casa_compute.apply:apply",
     "RunResult": "casa_compute.report:RunResult",
     "RunError": "casa_compute.report:RunError",
     "Report": "casa_compute.report:Report",
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover  (the lazy names, typed; "as" marks a re-e
     from .report import Report as Report
     from .report import RunError as RunError
     from .report import RunResult as RunResult
+    from .apply import apply as apply
     from .runner import run as run
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FileItem", "Chunk", "files_of", "plan_chunks", "chunks_of", "open_and_count",
+__all__ = ["FileItem", "Chunk", "files_of", "limit", "plan_chunks", "chunks_of", "open_and_count",
            "open_root", "open_parquet", "candidates"]
 
 
@@ -29,6 +29,8 @@ class FileItem:
     format: str = "root"
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     nevents: int | None = None
+    #: entry ranges from a preprocessed coffea fileset (``steps``): the chunks, as they are
+    steps: tuple[tuple[int, int], ...] | None = None
 
     @property
     def url(self) -> str:
@@ -57,7 +59,12 @@ def _format_of(url: str) -> str:
 
 
 def files_of(data: Any) -> list[FileItem]:
-    """Normalise a casa_data ``Dataset``, a list of them, or a coffea fileset dict."""
+    """Normalise a casa_data ``Dataset``, a list of them, or a coffea fileset (a dict, plain or
+    preprocessed, or a ``DataGroupSpec``); preprocessed ``steps`` are kept (they are the chunks)."""
+    if hasattr(data, "model_dump") and not isinstance(data, dict):  # coffea DataGroupSpec / DatasetSpec
+        data = data.model_dump()
+        if "files" in data and not any(isinstance(v, dict) and "files" in v for v in data.values()):
+            data = {"dataset": data}
     if isinstance(data, (list, tuple)):
         return [f for d in data for f in files_of(d)]
     if hasattr(data, "resolved") and hasattr(data, "fileset"):  # casa_data.Dataset
@@ -70,19 +77,42 @@ def files_of(data: Any) -> list[FileItem]:
     if isinstance(data, dict):
         out = []
         for name, spec in data.items():
+            if hasattr(spec, "model_dump"):
+                spec = spec.model_dump()
             files = spec.get("files", spec) if isinstance(spec, dict) else spec
             meta = dict(spec.get("metadata") or {}) if isinstance(spec, dict) else {}
             if isinstance(files, (list, tuple)):
                 files = {f: spec.get("treename", "Events") if isinstance(spec, dict) else "Events"
                          for f in files}
             for url, tree in files.items():
-                if isinstance(tree, dict):  # coffea's {"object_path": ..., "steps": ...}
-                    tree = tree.get("object_path", "Events")
+                fmt, steps, nevents = _format_of(url), None, None
+                if isinstance(tree, dict):  # coffea's {"object_path": ..., "steps": ..., "format": ...}
+                    info = tree
+                    tree = info.get("object_path") or "Events"
+                    fmt = info.get("casa_format") or info.get("format") or fmt
+                    if info.get("steps"):
+                        steps = tuple((int(a), int(b)) for a, b in info["steps"])
+                    nevents = info.get("num_entries")
                 out.append(FileItem(dataset=name, replicas=((url, None),), tree=tree or "Events",
-                                    format=_format_of(url), metadata=meta))
+                                    format=fmt, metadata=meta, nevents=nevents, steps=steps))
         return out
     raise TypeError(f"cannot run on {type(data).__name__}: pass a casa_data Dataset, a list of "
-                    "them or a coffea fileset {name: {'files': {url: tree}}}")
+                    "them or a coffea fileset {name: {'files': {url: tree}}} (or a DataGroupSpec)")
+
+
+def limit(items: list[FileItem], max_files: int | None = None) -> list[FileItem]:
+    """The first ``max_files`` files of each dataset (coffea's ``max_files``), order kept."""
+    if max_files is None:
+        return items
+    if max_files < 1:
+        raise ValueError(f"max_files must be >= 1, got {max_files}")
+    seen: dict[str, int] = {}
+    out = []
+    for item in items:
+        seen[item.dataset] = seen.get(item.dataset, 0) + 1
+        if seen[item.dataset] <= max_files:
+            out.append(item)
+    return out
 
 
 class CountingFile(io.RawIOBase):
@@ -205,8 +235,8 @@ def _split(start: int, stop: int, chunksize: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8
-                ) -> tuple[list[Chunk], dict[FileItem, str]]:
+def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8,
+                max_chunks: int | None = None) -> tuple[list[Chunk], dict[FileItem, str]]:
     """Chunks of every readable file, and ``{file: error}`` for files that could not be opened."""
     if chunksize <= 0:
         raise ValueError(f"chunksize must be positive, got {chunksize}")
@@ -214,6 +244,8 @@ def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8
     def safe(item):
         if item.format not in ("root", "rntuple", "parquet"):
             return None, f"format {item.format!r} is not supported by the runner"
+        if item.steps is not None:
+            return 0, None  # preprocessed: the steps are the chunks
         if item.nevents is not None and item.format != "parquet":
             return item.nevents, None
         try:
@@ -229,20 +261,26 @@ def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8
         if err is not None:
             bad[item] = err
             continue
-        chunks += chunks_of(item, count, chunksize, first_index=len(chunks))
+        chunks += chunks_of(item, count, chunksize, first_index=len(chunks), max_chunks=max_chunks)
     return chunks, bad
 
 
-def chunks_of(item: FileItem, count: int | list[int], chunksize: int, first_index: int = 0
-              ) -> list[Chunk]:
-    """Even entry ranges of at most ``chunksize``; Parquet ranges never span row groups."""
-    if isinstance(count, list):  # Parquet row groups
+def chunks_of(item: FileItem, count: int | list[int], chunksize: int, first_index: int = 0,
+              max_chunks: int | None = None) -> list[Chunk]:
+    """Even entry ranges of at most ``chunksize``; Parquet ranges never span row groups.
+
+    A preprocessed file's ``steps`` are its chunks as given; ``max_chunks``: only the first ones."""
+    if item.steps is not None:
+        ranges = [(a, b) for a, b in item.steps if b > a]
+    elif isinstance(count, list):  # Parquet row groups
         ranges, pos = [], 0
         for n in count:
             ranges += _split(pos, pos + n, chunksize) if n else []
             pos += n
     else:
         ranges = _split(0, count, chunksize) if count else []
+    if max_chunks is not None:
+        ranges = ranges[:max_chunks]
     return [Chunk(first_index + i, item, a, b) for i, (a, b) in enumerate(ranges)]
 
 

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .chunks import (Chunk, arrow_chunks, chunks_of, files_of, is_arrow, open_and_count,
+from .chunks import (Chunk, arrow_chunks, chunks_of, files_of, is_arrow, limit, open_and_count,
                      open_parquet, open_root, plan_chunks)
 from .events import root_events
 from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
@@ -290,7 +290,8 @@ def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None 
         chunksize: int = 100_000, schema: type[Any] | None = None, retries: int = 2,
         skip_bad_files: bool = False, progress: bool = True,
         token: str | os.PathLike[str] | None = "auto", fanin: int = 8, dataset_name: str | None = None,
-        no_workers_timeout: float = 600.0, console: Console | None = None) -> RunResult:
+        no_workers_timeout: float = 600.0, console: Console | None = None,
+        max_chunks: int | None = None, max_files: int | None = None) -> RunResult:
     """Run a coffea processor over a dataset.
 
     Parameters
@@ -298,7 +299,8 @@ def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None 
     processor : coffea.processor.ProcessorABC
         ``process(events)`` is called per chunk; ``postprocess`` once on the merged output.
     dataset
-        A ``casa_data.Dataset``, a list of them, a coffea fileset dict, or Arrow data (a
+        A ``casa_data.Dataset``, a list of them, a coffea fileset (a dict, plain or preprocessed,
+        or a ``DataGroupSpec``: preprocessed ``steps`` are the chunks), or Arrow data (a
         ``pyarrow.Table``/``RecordBatch`` or an iterator of them, e.g. ``ds.iter_batches(...)``
         from the ServiceX and Skyhook paths; named ``dataset_name``).
     cluster
@@ -320,6 +322,10 @@ def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None 
         Give up (:class:`RunError` with the partial result) when the cluster has had no worker
         for this many seconds.
 
+    max_chunks, max_files
+        A quick test: only the first ``max_chunks`` chunks of each file, the first ``max_files``
+        files of each dataset (as coffea's ``max_chunks``/``max_files``).
+
     Returns
     -------
     RunResult
@@ -339,11 +345,13 @@ def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None 
                              console, report, no_workers_timeout)
         report.chunks_planned = len(part.stats) + len(part.failures)
         return _finish(processor, part, report, t0, skip_bad_files)
-    items = files_of(dataset)
+    if max_chunks is not None and max_chunks < 1:
+        raise ValueError(f"max_chunks must be >= 1, got {max_chunks}")
+    items = limit(files_of(dataset), max_files)
     if cluster is None:
-        part = _run_local(processor, items, chunksize, schema, retries, progress, report)
+        part = _run_local(processor, items, chunksize, schema, retries, progress, report, max_chunks)
     else:
-        chunks, bad_files = plan_chunks(items, chunksize)
+        chunks, bad_files = plan_chunks(items, chunksize, max_chunks=max_chunks)
         report.chunks_planned = len(chunks)
         report.bad_files = {f.url: err for f, err in bad_files.items()}
         part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
@@ -365,7 +373,7 @@ def _finish(processor: Processor, part: _Partial, report: Report, t0: float, ski
 
 
 def _run_local(processor, items, chunksize: int, schema, retries: int, progress: bool,
-               report: Report) -> _Partial:
+               report: Report, max_chunks: int | None = None) -> _Partial:
     """File by file: each file is opened once, for counting and for all of its chunks."""
     from coffea.processor import accumulate
 
@@ -380,7 +388,7 @@ def _run_local(processor, items, chunksize: int, schema, retries: int, progress:
                 count, handle = None, None
             try:
                 chunks = ([] if count is None
-                          else chunks_of(item, count, chunksize, report.chunks_planned))
+                          else chunks_of(item, count, chunksize, report.chunks_planned, max_chunks))
                 report.chunks_planned += len(chunks)
                 if bar is not None:  # the total was one per file until the file was opened
                     bar.update(task, total=bar.tasks[0].total - 1 + len(chunks))

@@ -79,6 +79,9 @@ class FileEntry(BaseModel):
     size: int | None = Field(None, ge=0)
     nevents: int | None = Field(None, ge=0)
     replicas: list[Replica] = Field(default_factory=list)
+    #: coffea metadata, when known: the file's ROOT UUID and preprocessed entry ranges
+    uuid: str | None = None
+    steps: list[tuple[int, int]] | None = None
 
     @model_validator(mode="before")
     @classmethod

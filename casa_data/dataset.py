@@ -173,9 +173,75 @@ class Dataset:
         """The preferred replica URL of every file."""
         return [f.url for f in self.resolved]
 
-    def fileset(self) -> dict[str, dict[str, Any]]:
-        """coffea's fileset: ``{name: {"files": {url: tree}, "metadata": {...}}}``."""
-        return {self.name: {"files": {f.url: self.tree for f in self.resolved}, "metadata": self.metadata}}
+    def fileset(self, urls: Literal["casa", "physical"] = "casa", step_size: int | None = None
+                ) -> dict[str, dict[str, Any]]:
+        """coffea's fileset: ``{name: {"files": {url: {"object_path", "format", ...}}, "metadata",
+        "format"}}``, ready for ``coffea.dataset_tools.preprocess`` and ``apply_to_fileset``.
+
+        ``object_path`` is the tree (TTree or RNTuple) or None for Parquet; ``num_entries``,
+        ``steps`` and ``uuid`` are given when the catalog knows them (``steps`` also when
+        ``step_size`` is given and the entries are known).
+
+        ``urls="casa"`` (default, for catalog datasets): ``casa://<dataset>//<lfn>`` URLs, so
+        whoever reads them (a Dask worker of ``apply_to_fileset``) resolves the replicas there,
+        from its own casa configuration, fails over between them and uses casa's credentials
+        (token, S3 keys) for each -- nothing secret travels in the fileset. ``"physical"``: each
+        file's preferred replica URL as it is (no failover; the reader needs its own options).
+        """
+        if urls not in ("casa", "physical"):
+            raise ValueError(f"urls must be 'casa' or 'physical', not {urls!r}")
+        use_casa = urls == "casa" and self._in_catalog()
+        entries = {e.lfn: e for e in self.spec.files if e.lfn is not None}
+        fmt = "parquet" if self.format == "parquet" else "root"
+        files: dict[str, dict[str, Any]] = {}
+        for f in self.resolved:
+            url = f"casa://{self.name}/{f.lfn}" if use_casa else f.url
+            info: dict[str, Any] = {"object_path": None if fmt == "parquet" else self.tree, "format": fmt}
+            entry = entries.get(f.lfn)
+            if f.nevents is not None:
+                info["num_entries"] = int(f.nevents)
+            steps = [list(s) for s in entry.steps] if entry is not None and entry.steps else None
+            if steps is None and step_size and f.nevents is not None:
+                from .dask_events import even_steps
+
+                steps = [list(s) for s in even_steps(int(f.nevents), step_size)]
+            if steps:
+                info["steps"] = steps
+            if entry is not None and entry.uuid:
+                info["uuid"] = entry.uuid
+            files[url] = info
+        meta = {**self.metadata, "casa_format": self.format}
+        return {self.name: {"files": files, "metadata": meta, "format": fmt}}
+
+    def _in_catalog(self) -> bool:
+        """This dataset is the catalog's own (so a ``casa://`` URL resolves the same files anywhere
+        the same configuration is)."""
+        try:
+            cat = get_catalog()
+            if self.name not in cat:
+                return False
+            theirs = {e.lfn for e in cat.get(self.name).files if e.lfn is not None}
+        except CasaError:
+            return False
+        return {f.lfn for f in self.resolved} <= theirs
+
+    def _sources(self, picked: list[ResolvedFile], step_size: int | None):
+        """:class:`~casa_data.dask_events.EventSource` per file (entries counted if unknown)."""
+        from .dask_events import EventSource, even_steps
+
+        entries = {e.lfn: e for e in self.spec.files if e.lfn is not None}
+        out = []
+        for f in picked:
+            entry = entries.get(f.lfn)
+            if entry is not None and entry.steps:
+                steps = tuple((int(a), int(b)) for a, b in entry.steps)
+            else:
+                if f.nevents is None:
+                    f.nevents = self._with_replicas(f, lambda c: readers.count_events(c, self.format, self.tree))
+                steps = even_steps(int(f.nevents), step_size)
+            out.append(EventSource(tuple((c.url, c.path.name) for c in f.candidates), self.tree, self.format,
+                                   steps, {**self.metadata, "dataset": self.name}))
+        return out
 
     @property
     def nevents(self) -> int:
@@ -315,21 +381,32 @@ class Dataset:
                 raise wrapped from err
 
     def events(self, file: int | None = None, entry_start: int | None = None, entry_stop: int | None = None,
-               schema: Any = None, mode: str = "virtual"):
+               schema: Any = None, mode: str = "virtual", step_size: int | None = 100_000):
         """coffea NanoEvents (NanoAOD schema by default).
 
         With one file, or ``file=i``, that file's events (``mode="virtual"``: columns load on
-        access). For several files, ``mode="dask"`` gives one lazy dask-awkward array over all;
-        ``mode="virtual"`` concatenates the files' events.
+        access). For several files, ``mode="virtual"`` concatenates the files' events.
+
+        ``mode="dask"``: one lazy dask-awkward array over the files, for every format (ROOT
+        TTree, RNTuple, Parquet), one partition per step (the catalog's ``steps``, else ranges of
+        at most ``step_size`` entries); each partition is read where it runs through the file's
+        replicas in order, with each delivery path's options and credentials
+        (:mod:`casa_data.dask_events`).
         """
         from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
         schema = schema or NanoAODSchema
         picked = self.resolved if file is None else [self.resolved[file]]
         if mode == "dask":
-            files = {f.url: self.tree for f in picked}
-            return NanoEventsFactory.from_root(files, schemaclass=schema, mode="dask",
-                                               metadata={"dataset": self.name}).events()
+            from .dask_events import EventSource, dask_events
+
+            sources = self._sources(picked, step_size)
+            if entry_start is not None or entry_stop is not None:
+                lo, hi = entry_start or 0, entry_stop
+                sources = [EventSource(s.replicas, s.tree, s.format,
+                                       tuple((max(a, lo), min(b, hi) if hi is not None else b) for a, b in s.steps
+                                             if b > lo and (hi is None or a < hi)), s.metadata) for s in sources]
+            return dask_events(sources, schema, label=f"casa-{self.name.replace('/', '-')}")
 
         def build(c: Candidate):
             if self.format == "parquet":
