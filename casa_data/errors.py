@@ -70,7 +70,7 @@ class DatasetNotFoundError(CasaError, KeyError):
         super().__init__(msg)
 
     def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
+        return str(self.args[0])
 
 
 class ColumnNotFoundError(CasaError, KeyError):
@@ -87,7 +87,7 @@ class ColumnNotFoundError(CasaError, KeyError):
         super().__init__(msg)
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])
 
 
 class FilterError(CasaError, ValueError):
@@ -108,7 +108,7 @@ class ReplicaError(CasaError, OSError):
         super().__init__("\n".join(lines))
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])
 
 
 class FileReadError(CasaError, OSError):
@@ -120,7 +120,7 @@ class FileReadError(CasaError, OSError):
         super().__init__(f"cannot read {url}: {_short(reason)}")
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])
 
 
 class MissingFileError(FileReadError, FileNotFoundError):

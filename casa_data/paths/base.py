@@ -97,28 +97,28 @@ class DeliveryPath(ABC):
         """A clearer error for ``err`` raised while opening ``url`` (default: ``err`` itself)."""
         return err
 
-    def arrow_filesystem(self, url: str):
+    def arrow_filesystem(self, url: str) -> tuple[Any, str]:
         """``(pyarrow.fs.FileSystem, path)`` for pyarrow readers (default: wraps :meth:`filesystem`)."""
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         fs = self.filesystem(url)
-        return PyFileSystem(FSSpecHandler(fs)), fs._strip_protocol(url)
+        return PyFileSystem(FSSpecHandler(fs)), str(fs._strip_protocol(url))
 
     # -- provided ---------------------------------------------------------------------------
-    def open(self, url: str, mode: str = "rb", **kwargs: Any):
+    def open(self, url: str, mode: str = "rb", **kwargs: Any) -> Any:
         """Open ``url`` through this path's filesystem."""
         return self.filesystem(url).open(url, mode, **kwargs)
 
-    def ls(self, url: str, detail: bool = False):
+    def ls(self, url: str, detail: bool = False) -> list[Any]:
         """List a directory URL."""
-        return self.filesystem(url).ls(url, detail=detail)
+        return list(self.filesystem(url).ls(url, detail=detail))
 
     def size(self, url: str) -> int:
         return int(self.filesystem(url).size(url))
 
     def cat_ranges(self, url: str, starts: list[int], ends: list[int]) -> list[bytes]:
         fs = self.filesystem(url)
-        return fs.cat_ranges([url] * len(starts), starts, ends)
+        return list(fs.cat_ranges([url] * len(starts), starts, ends))
 
     def __repr__(self) -> str:
         # Options may hold secrets (keys, tokens): show only their names.
@@ -136,7 +136,7 @@ class ScanPath(DeliveryPath):
     capabilities = frozenset({Capability.FILESYSTEM, Capability.SCAN})
 
     @abstractmethod
-    def scan(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any):
+    def scan(self, url: str, tree: str, columns: Sequence[str] | None, flt: Any) -> Any:
         """The rows of ``url`` passing ``flt`` (a casa filter), only ``columns``: a pyarrow Table."""
 
     @abstractmethod
@@ -153,7 +153,7 @@ class ScanPath(DeliveryPath):
         """The columns of ``url``."""
 
     def histogram(self, url: str, expr: str, bins: int, range: tuple[float, float], *,
-                  tree: str = "Events", weight: str | None = None, flt: Any = None):
+                  tree: str = "Events", weight: str | None = None, flt: Any = None) -> Any:
         """A ``hist.Hist`` of ``expr`` filled on the server (needs ``HISTOGRAM``)."""
         raise NotImplementedError(f"delivery path {self.name!r} has no server-side histograms")
 
