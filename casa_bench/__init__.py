@@ -13,10 +13,19 @@ import contextlib
 import os
 import re
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from casa_bench.methods import (BenchContext, BenchFile, BenchMethod, Unsupported, available_methods, get_method,
-                               needs_s3, register_method)
+from casa_bench.methods import (
+    BenchContext,
+    BenchFile,
+    BenchMethod,
+    Unsupported,
+    available_methods,
+    get_method,
+    needs_s3,
+    register_method,
+)
 from casa_bench.runner import DEFAULT_METHODS, bench_files, markdown_table, run_bench, write_outputs
 
 __all__ = ["bench", "sweep", "BenchMethod", "BenchFile", "BenchContext", "Unsupported", "register_method", "available_methods",

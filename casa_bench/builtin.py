@@ -10,7 +10,8 @@ import contextlib
 import io
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from casa_bench.base import BenchContext, BenchFile, BenchMethod
 
@@ -148,8 +149,8 @@ class _S3Method(BenchMethod):
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
-        from casa_data.paths import get_path
         from casa_bench.proxy import CountingProxy
+        from casa_data.paths import get_path
 
         timed = self.path
         endpoint = timed.settings().get("endpoint_url")

@@ -26,7 +26,8 @@ def _load(doc: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
 
 
 def compare(a: dict[str, Any] | str | os.PathLike, b: dict[str, Any] | str | os.PathLike) -> list[dict[str, Any]]:
-    """One entry per level in both runs: ``{method, pattern, workers, concurrency, figures: {key: {a, b, ratio, better}}}``."""
+    """One entry per level in both runs:
+    ``{method, pattern, workers, concurrency, figures: {key: {a, b, ratio, better}}}``."""
     ra = {tuple(r.get(k) for k in _KEYS): r for r in rows(_load(a)) if r.get("concurrency") is not None}
     rb = {tuple(r.get(k) for k in _KEYS): r for r in rows(_load(b)) if r.get("concurrency") is not None}
     out = []

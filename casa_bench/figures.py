@@ -98,6 +98,7 @@ def level_figures(readers: list[dict[str, Any]], client_cpu_s: float,
         "server_cores": {k: v / wall for k, v in server_cpu_s.items()},
         "server_cpu_s_per_gb": server_total / gb if gb and server_cpu_s else None,
         "latency_sample_ms": _sample(lat, 400),
+        "loadavg": os.getloadavg()[0],  # the machine's 1-minute load at the end of the level
     }
     return out
 
@@ -110,14 +111,11 @@ def _sample(values: list[float], n: int) -> list[float]:
     return [s[round(i * (len(s) - 1) / (n - 1))] for i in range(n)]
 
 
-def saturation(levels: list[dict[str, Any]], gain: float = 1.1) -> int | None:
-    """The concurrency beyond which more readers add less than ``gain`` × the throughput (the
-    first level whose next level is below ``gain`` × its MB/s, or the best level), None if empty."""
-    pts = [(lv["concurrency"], lv["mb_s"]) for lv in levels if lv.get("mb_s")]
+def saturation(levels: list[dict[str, Any]], within: float = 0.9) -> int | None:
+    """The saturation point: the fewest readers whose MB/s is at least ``within`` × the best
+    level's (more readers add less than 10 %); None without levels."""
+    pts = sorted((int(lv["concurrency"]), float(lv["mb_s"])) for lv in levels if lv.get("mb_s"))
     if not pts:
         return None
-    pts.sort()
-    for (c, mb), (_, nxt) in zip(pts, pts[1:]):
-        if nxt < gain * mb:
-            return c
-    return max(pts, key=lambda p: p[1])[0]
+    best = max(mb for _, mb in pts)
+    return next(c for c, mb in pts if mb >= within * best)

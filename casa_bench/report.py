@@ -59,7 +59,8 @@ def sweep_table(doc: dict[str, Any]) -> str:
     for r in rows(doc):
         sat = r.get("saturation")
         readers = _f(r.get("concurrency"), "d") + (" (sat.)" if sat is not None and sat == r.get("concurrency") else "")
-        cells = [r["method"], r["pattern"], readers, _f(r.get("mb_s")), _f(r.get("gbps"), ".3f"), _f(r.get("ops_s"), ".0f"),
+        cells = [r["method"], r["pattern"], readers, _f(r.get("mb_s")), _f(r.get("gbps"), ".3f"),
+                 _f(r.get("ops_s"), ".0f"),
                  _f(r.get("ttfb_ms"), ".2f"), _f(r.get("p50_ms"), ".2f"), _f(r.get("p90_ms"), ".2f"),
                  _f(r.get("p99_ms"), ".2f"), _f(r.get("p999_ms"), ".2f"), _f(r.get("client_cpu_s_per_gb"), ".2f"),
                  _f(r.get("server_cpu_s_per_gb"), ".2f"), _f(r.get("amplification"), ".3f"),
@@ -97,7 +98,7 @@ def plot_sweep(doc: dict[str, Any]) -> dict[str, bytes]:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent readers" + (" (all workers)" if doc["meta"].get("workers") else ""))
     ax.set_ylabel("aggregate MB/s")
-    ax.set_title("throughput vs concurrency (★ saturation)")
+    ax.set_title("throughput vs concurrency (★ saturation: 90 % of the best)")
     ax.grid(True, alpha=0.3)
     if series:
         ax.legend(fontsize=7)
@@ -142,8 +143,10 @@ def _html(doc: dict[str, Any], pngs: dict[str, bytes]) -> str:
     imgs = "\n".join(f'<h2>{html.escape(k.replace("_", " "))}</h2><img src="data:image/png;base64,'
                      f'{base64.b64encode(v).decode()}" alt="{k}">' for k, v in pngs.items())
     head = CSV_FIELDS[:14]
-    trs = "\n".join("<tr>" + "".join(f"<td>{html.escape(_f(r.get(k), '.3g') if isinstance(r.get(k), float) else _f(r.get(k)))}</td>"
-                                     for k in head) + "</tr>" for r in rows(doc))
+    def cell(v: Any) -> str:
+        return html.escape(_f(v, ".3g") if isinstance(v, float) else _f(v))
+
+    trs = "\n".join("<tr>" + "".join(f"<td>{cell(r.get(k))}</td>" for k in head) + "</tr>" for r in rows(doc))
     info = html.escape(json.dumps({k: meta[k] for k in ("files", "patterns", "concurrency", "mode", "duration_s",
                                                         "max_bytes", "workers", "machine", "time") if k in meta},
                                   indent=1, default=str))

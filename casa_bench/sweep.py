@@ -260,11 +260,12 @@ def run_level(method: BenchMethod, pattern: Pattern, ctx: BenchContext, replay: 
 
 
 def count_wire(method: BenchMethod, pattern: Pattern, ctx: BenchContext, replay: dict,
-               max_ops: int = 12, max_bytes: int = 32 << 20) -> dict[str, Any]:
-    """One untimed reader through ``method.counting()``: bytes on the wire vs bytes requested."""
+               max_ops: int = 12, max_bytes: int = 32 << 20, seconds: float = 2.0) -> dict[str, Any]:
+    """One untimed reader through ``method.counting()`` (at least one operation, then at most
+    ``max_ops``, ``max_bytes`` or ``seconds``): bytes on the wire vs bytes requested."""
     ops = operations(method, pattern, ctx.files, ctx.columns, replay, 0, 1, seed=99)
     with method.counting():
-        r = reader_loop(ops, time.time() + 30, max_bytes, max_ops=max_ops)
+        r = reader_loop(ops, time.time() + seconds, max_bytes, max_ops=max_ops)
     wire = method.counted_up if pattern.writes else method.counted
     return {"requested": r["bytes"], "wire": wire, "amplification": wire / r["bytes"] if r["bytes"] else None,
             "ops": r["ops"], "errors": r["errors"]}

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from casa_bench.builtin import CHUNK, CountingFile, _columns_parquet, _columns_root
 from casa_bench.base import BenchContext, BenchFile, BenchMethod
+from casa_bench.builtin import CHUNK, CountingFile, _columns_parquet, _columns_root
 
 __all__ = ["XRootDMethod", "XCacheColdMethod", "XCacheWarmMethod"]
 

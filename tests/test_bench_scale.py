@@ -111,7 +111,8 @@ def test_workers_report_figures_that_add_up(shared_data, casa_env):
     [lv] = doc["results"]["local"]["ranges:64k"]["levels"]
     assert lv["workers"] == 2 and lv["concurrency"] == 2 and len(lv["per_worker"]) == 2
     ws = lv["per_worker"]
-    assert len({w["worker"] for w in ws}) == 2 and len({w["pid"] for w in ws}) == 2 and os.getpid() not in {w["pid"] for w in ws}
+    pids = {w["pid"] for w in ws}
+    assert len({w["worker"] for w in ws}) == 2 and len(pids) == 2 and os.getpid() not in pids
     assert all(w["bytes"] > 0 and w["ops"] > 0 and w["p50_ms"] <= w["p99_ms"] for w in ws)
     assert sum(w["bytes"] for w in ws) == lv["bytes"] and sum(w["ops"] for w in ws) == lv["ops"]
     assert sum(w["mb_s"] for w in ws) == pytest.approx(lv["mb_s"])
@@ -121,13 +122,13 @@ def test_workers_report_figures_that_add_up(shared_data, casa_env):
 
 def test_processes_replay_and_columns(shared_data, casa_env):
     """Forked readers measure their own CPU; replay repeats uproot's recorded NanoAOD requests."""
-    nano = shared_data / "coffea" / "nano_tt_v15.root"
+    nano = shared_data / "skhep" / "nanoAOD_2015_CMS_Open_Data_ttbar.root"  # the AGC's NanoAOD, 947 branches
     cols = ["Jet_pt", "Jet_eta", "Muon_pt", "Electron_pt"]
     from casa_bench import bench_files
 
     [f] = bench_files([nano])
     reads = record_reads(f, cols)
-    assert len(reads) > 3 and all(n > 0 for _, n in reads) and max(o + n for o, n in reads) <= f.size
+    assert len(reads) >= 3 and all(n > 0 for _, n in reads) and max(o + n for o, n in reads) <= f.size
     doc = sweep([str(nano)], ["local"], concurrency=[1, 2], patterns=["replay", "columns"], mode="processes",
                 duration=0.4, columns=cols)
     rep = doc["results"]["local"]["replay"]
