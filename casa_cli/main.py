@@ -9,6 +9,7 @@ from casa_cli.compute import compute_app
 from casa_cli.data import data_app
 from casa_cli.facility import facility_app
 from casa_cli.run import run_command
+from casa_cli.validate import validate_command
 
 app = typer.Typer(help="casa: data delivery first, compute second.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -16,6 +17,7 @@ app.command("bench")(bench_command)
 app.add_typer(facility_app, name="facility")
 app.add_typer(compute_app, name="compute")
 app.command("run")(run_command)
+app.command("validate")(validate_command)
 
 
 @app.command()

@@ -76,10 +76,59 @@ class Checker:
         self.notes: dict[tuple, Any] = {}
         self.env: dict[str, T] = {}
         self.chains: dict[str, tuple[str, list[Expr]]] = {}  # object -> (collection, cuts in order)
+        self.varied: set[str] = set()  # branches a shape variation changes (Jet_pt)
+        self._corr = None
+
+    def corrections(self):
+        if self._corr is None:
+            from .variations import Corrections
+
+            self._corr = Corrections(self.pipe.corrections)
+        return self._corr
+
+    def shapes(self) -> None:
+        """Shape variations: ``Collection.field: expression`` over the collection's own fields."""
+        for vname, v in self.spec.variations.items():
+            for key in v.shape or {}:
+                e = self.pipe.exprs[("variations", vname, "shape", key)]
+                coll, _, fld = key.partition(".")
+                if coll not in self.schema.collections:
+                    hint = close_matches(coll, list(self.schema.collections))
+                    raise e.where.error(f"{coll!r} is not a collection of {self.dataset or 'the input'}"
+                                        + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""))
+                bt = T("record", 1, coll)
+                actual = self.alias(bt, fld) or fld
+                if actual not in self.schema.collections[coll]:
+                    hint = close_matches(fld, sorted(self.schema.collections[coll]))
+                    raise e.where.error(f"{coll} has no field {fld!r} in {self.dataset or 'the input'}"
+                                        + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""))
+                self.columns.update({f"n{coll}", f"{coll}_{actual}"})
+                t = self.check(e, e.tree, bt)
+                if t.kind != "value" or t.depth > 1:
+                    raise e.fail(None, f"a shape variation of {key} must give one number per {coll} object, "
+                                       f"but this gives {t}")
+                self.varied.add(f"{coll}_{actual}")
+                self.notes[("shape", vname, key)] = actual
+
+    def weights(self) -> None:
+        """Weight variations: one number per selected event (after the variables)."""
+        for vname, v in self.spec.variations.items():
+            if v.datasets is not None and self.dataset_label and self.dataset_label not in v.datasets:
+                continue
+            for key in ("weight", "up", "down"):
+                x = getattr(v, key)
+                if isinstance(x, str):
+                    e = self.pipe.exprs[("variations", vname, key)]
+                    t = self.check(e, e.tree)
+                    if t.kind != "value" or t.depth > 0:
+                        self.expect(e, t, 0, "a weight", "one number per event, e.g. 1 + 0.075 * Jet[0].pt / 50")
+                elif x is not None:
+                    self.columns.update(x.columns)
 
     # -- the whole pipeline -----------------------------------------------------------------------
     def run(self) -> Checker:
         p, spec = self.pipe, self.spec
+        self.shapes()
         for name, base, cut in p.objects():
             d = spec.selection.objects[name]
             where = ("selection", "objects", name) if isinstance(d, str) else ("selection", "objects", name, "from")
@@ -104,12 +153,17 @@ class Checker:
             if d.weight is not None and label == self.dataset_label:
                 e = p.exprs[("datasets", label, "weight")]
                 self.expect(e, self.check(e, e.tree), 0, "a weight", "one number per event, e.g. genWeight")
-        for name in spec.variables:
+        for name, var in spec.variables.items():
+            if not isinstance(var, str):  # user code: one number per event, reads its columns
+                self.columns.update(var.columns)
+                self.env[name] = VALUE0
+                continue
             e = p.exprs[("variables", name)]
             t = self.check(e, e.tree)
             if t.depth < 0:
                 raise e.fail(None, "a variable must depend on the events (use parameters for constants)")
             self.env[name] = t
+        self.weights()
         for name in spec.regions:
             e = p.exprs[("regions", name)]
             self.expect(e, self.check(e, e.tree), 0, "a region", "one true/false per event")
@@ -319,6 +373,29 @@ class Checker:
                     raise e.fail(a, f"delta_r() needs objects, got {t}")
                 self.p4(e, a, t)
             return T("value", max(t.depth for t in ts))
+        if f == "normal":
+            for a in args:
+                self.value(e, a, ctx)
+            self.columns.update(c for c in ("run", "luminosityBlock", "event") if c in self.schema.flat)
+            return T("value", ctx.depth if ctx is not None and ctx.kind == "record" else 0)
+        if f == "corr":
+            name = e.text_of(args[0])
+            ins = self.corrections().inputs(name) if name is not None else None
+            if ins is None:
+                known = sorted(self.corrections().by_name()) if self.pipe.corrections else []
+                raise e.fail(args[0], f"unknown correction {name!r}; " + (
+                    f"corrections: {', '.join(known)}" if known else "declare its file under corrections:"))
+            if len(args) - 1 != len(ins):
+                raise e.fail(node, f"correction {name!r} takes {len(ins)} input(s) "
+                                   f"({', '.join(n for n, _ in ins)}), got {len(args) - 1}")
+            depth = -1
+            for a, (iname, itype) in zip(args[1:], ins):
+                is_text = e.text_of(a) is not None
+                if (itype == "string") != is_text:
+                    raise e.fail(a, f"input {iname!r} of {name!r} is {'text' if itype == 'string' else 'a number'}")
+                if not is_text:
+                    depth = max(depth, self.value(e, a, ctx).depth)
+            return T("value", depth)
         raise e.fail(node, f"unknown function {f!r}")  # pragma: no cover - grammar rejected it
 
 
@@ -426,9 +503,22 @@ def pushdown_filter(ch: Checker) -> str | None:
         e = ch.pipe.exprs[("selection", "events", name)]
         for c in _conjuncts(e.tree):
             text = _flat(ch, e, c, None)
+            if text is not None and _varies(ch, text):
+                continue  # a shape variation changes what it reads: the variation may keep other events
             if text is not None and _fits(parts + [text]):
                 parts.append(text)
     return " and ".join(parts) or None
+
+
+def _varies(ch: Checker, text: str) -> bool:
+    """Whether a translated cut reads a column some shape variation changes."""
+    if not ch.varied:
+        return False
+    try:
+        cols = Filter(text).columns
+    except FilterError:
+        return True
+    return bool(cols & ch.varied)
 
 
 def _fits(parts: list[str]) -> bool:
@@ -464,6 +554,8 @@ def loose_count_cut(ch: Checker) -> str | None:
             if not (isinstance(c, ast.Compare) and len(c.ops) == 1):
                 continue
             flat = _flat(ch, e, c, None)
+            if flat is not None and _varies(ch, flat) and "count(" not in flat:
+                continue
             if flat is not None and "count(" not in flat and not any(w in flat for w in (" and ", " or ", "not ")):
                 parts.append(flat)  # a comparison of per-event columns: exact, and uproot can say it
                 continue

@@ -15,12 +15,20 @@ Grammar (Python syntax, a small subset):
 * functions (:data:`FUNCTIONS`): elementwise ``abs sqrt exp log sin cos tan sinh cosh tanh
   where(cond, a, b)``; reductions over the innermost list ``count sum any all min max``;
   ``combinations(C, n)`` (n-object combinations with ``pt eta phi mass`` of their sum and their
-  ``members``); ``best(C, key)`` (the object with the largest ``key``); ``delta_r(a, b)``.
+  ``members``); ``best(C, key)`` (the object with the largest ``key``); ``delta_r(a, b)``;
+* ``normal(mean, sigma)``: a Gaussian random number per object (inside an object context, e.g. a
+  shape variation of ``Jet.pt``) or per event, from a counter-based stream seeded by the event's
+  identity (``run``, ``luminosityBlock``, ``event``), the object's index, the variation's name and
+  ``parameters.seed``: the same value whatever the chunking, worker or order (:mod:`.variations`);
+* ``corr("name", x, ...)``: a correctionlib correction declared under ``corrections:``; text
+  arguments (``"up"``) are allowed here only.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +42,7 @@ __all__ = ["PipelineError", "Where", "Expr", "FUNCTIONS", "PIPELINE"]
 FUNCTIONS: dict[str, tuple[int, int]] = {
     **{f: (1, 1) for f in (*MATH, *REDUCERS)},
     "where": (3, 3), "combinations": (2, 2), "best": (2, 2), "delta_r": (2, 2),
+    "normal": (2, 2), "corr": (1, 8),
 }
 
 
@@ -109,10 +118,56 @@ class Expr:
         self.text = str(text).strip()
         if not self.text:
             raise self.where.error("empty expression")
+        #: (line, col) of a text constant in ``self.text`` -> its value (only corr() takes text)
+        self.strings: dict[tuple[int, int], str] = {}
         try:
-            self.tree: ast.expr = parse(self.text, PIPELINE)
+            self.tree: ast.expr = parse(self._texts(), PIPELINE)
         except ExprError as err:
             raise self.where.error(err.msg, err.lineno, err.col) from None
+        self._check_texts()
+
+    def _texts(self) -> str:
+        """The text with each string literal replaced by a number of the same width (the core
+        grammar has numbers only); ``self.strings`` remembers where each was."""
+        if '"' not in self.text and "'" not in self.text:
+            return self.text
+        lines = self.text.splitlines(keepends=True)
+        try:
+            toks = [t for t in tokenize.generate_tokens(io.StringIO(self.text).readline)
+                    if t.type == tokenize.STRING]
+        except (tokenize.TokenError, SyntaxError, IndentationError):
+            return self.text  # the parser reports the error
+        for t in reversed(toks):
+            (r, c), (r2, c2) = t.start, t.end
+            try:
+                value = ast.literal_eval(t.string)
+            except (ValueError, SyntaxError):
+                continue
+            if r != r2 or not isinstance(value, str) or len(t.string) < 2:
+                continue
+            self.strings[(r, c)] = value
+            lines[r - 1] = lines[r - 1][:c] + "1" + "0" * (len(t.string) - 1) + lines[r - 1][c2:]
+        return "".join(lines)
+
+    def _check_texts(self) -> None:
+        if not self.strings:
+            return
+        allowed = {(a.lineno, a.col_offset) for n in ast.walk(self.tree)
+                   if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "corr" for a in n.args}
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Constant) and (node.lineno, node.col_offset) in self.strings \
+                    and (node.lineno, node.col_offset) not in allowed:
+                raise self.fail(node, "text constants are only allowed as arguments of corr()")
+        first = [n.args[0] for n in ast.walk(self.tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "corr"]
+        for a in first:
+            if self.text_of(a) is None:
+                raise self.fail(a, 'corr() takes the correction\'s name first, as text: corr("name", ...)')
+
+    def text_of(self, node: ast.AST) -> str | None:
+        """The text constant at ``node`` (an argument of corr()), or None."""
+        if isinstance(node, ast.Constant):
+            return self.strings.get((node.lineno, node.col_offset))
+        return None
 
     @property
     def key(self) -> str:
@@ -131,4 +186,4 @@ class Expr:
         return self.text
 
     def __getstate__(self) -> dict:
-        return {"text": self.text, "where": self.where, "tree": self.tree}
+        return {"text": self.text, "where": self.where, "tree": self.tree, "strings": self.strings}

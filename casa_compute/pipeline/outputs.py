@@ -32,7 +32,16 @@ def root_name(hist_name: str, label: str | None) -> str:
     return hist_name if label is None else f"{hist_name}__{label}"
 
 
-def _per_dataset(name: str, h: hist.Hist) -> dict[str, hist.Hist]:
+def _per_dataset(name: str, h: hist.Hist, combos=None) -> dict[str, hist.Hist]:
+    if "process" in h.axes.name and "variation" in h.axes.name:  # the AGC's names: 4j1b_ttbar_pt_scale_up
+        from .validate import agc_key
+
+        procs, variations = list(h.axes["process"]), list(h.axes["variation"])
+        cells = combos or [(p, v) for p in procs for v in variations]
+        return {agc_key(name, p, v): h[{"process": p, "variation": v}] for p, v in cells
+                if p in procs and v in variations}
+    if "process" in h.axes.name:
+        return {root_name(name, lab): h[{"process": lab}] for lab in h.axes["process"]}
     if "dataset" in h.axes.name:
         return {root_name(name, lab): h[{"dataset": lab}] for lab in h.axes["dataset"]}
     return {name: h}
@@ -56,7 +65,7 @@ def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, 
 
         with uproot.recreate(outdir / "histograms.root") as f:
             for name, h in hists.items():
-                for key, part in _per_dataset(name, h).items():
+                for key, part in _per_dataset(name, h, summary.get("combos")).items():
                     if any(isinstance(a, (hist.axis.IntCategory, hist.axis.StrCategory)) for a in part.axes) \
                             or part.ndim > 3:
                         notes.append(f"{key}: not written to ROOT (category axes or more than 3 axes)")
@@ -71,6 +80,12 @@ def write_outputs(outdir: Path, hists: dict[str, hist.Hist], summary: dict[str, 
             if png:
                 written.append(png)
     if "json" in formats:
+        from .validate import AGC_JSON, to_agc
+
+        agc = to_agc(hists, [tuple(c) for c in summary["combos"]] if summary.get("combos") else None)
+        if agc:
+            (outdir / AGC_JSON).write_text(json.dumps(agc) + "\n")
+            written.append(AGC_JSON)
         written.append("summary.json")
     summary["outputs"], summary["output_notes"] = list(written), notes
     if "json" in formats:
@@ -86,13 +101,16 @@ def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str]
     import mplhep
 
     plt.style.use(mplhep.style.CMS)
-    by_ds = "dataset" in h.axes.name
+    if "variation" in h.axes.name:  # the nominal histograms
+        h = h[{"variation": "nominal"}]
+    cat = "process" if "process" in h.axes.name else "dataset"
+    by_ds = cat in h.axes.name
     dims = h.ndim - (1 if by_ds else 0)
     fig, ax = plt.subplots(figsize=(9, 7))
     try:
         if dims == 1:
             parts = list(_per_dataset(name, h).values())
-            labels = list(h.axes["dataset"]) if by_ds else [summary.get("name", name)]
+            labels = list(h.axes[cat]) if by_ds else [summary.get("name", name)]
             info = summary.get("datasets", {})
             for part, label in zip(parts, labels):
                 if by_ds and label in info and info[label].get("normalisation") is None:  # data: points
@@ -102,7 +120,7 @@ def _plot(outdir: Path, name: str, h: hist.Hist, summary: dict, notes: list[str]
             ax.legend()
             ax.set_ylabel("events" if summary.get("weighted") else "entries")
         elif dims == 2:
-            flat = h[{"dataset": sum}] if by_ds else h
+            flat = h[{cat: sum}] if by_ds else h
             mplhep.hist2dplot(flat, ax=ax)
         else:
             notes.append(f"{name}: no PNG (more than 2 axes)")

@@ -24,6 +24,7 @@ from casa_data.expr.evaluate import is_record
 from .check import _key
 from .expr import Expr, PipelineError
 from .spec import Histogram, Pipeline
+from .variations import Corrections, call_function, normal, salt
 
 __all__ = ["PipelineProcessor", "Evaluator", "make_histogram"]
 
@@ -42,8 +43,9 @@ class Evaluator(CoreEvaluator):
     subscripts, reductions over the checker's list depth and ``where combinations best delta_r``.
     """
 
-    def __init__(self, events, notes: dict, parameters: dict):
+    def __init__(self, events, notes: dict, parameters: dict, corrections=None, variation: str = "nominal"):
         self.events, self.notes, self.parameters = events, notes, parameters
+        self.corrections, self.variation = corrections, variation
         self.env: dict[str, Any] = {}
         self.expr: Expr | None = None
 
@@ -113,7 +115,33 @@ class Evaluator(CoreEvaluator):
             x = self.eval(node.args[0], ctx)
             key = self.eval(node.args[1], x)
             return ak.firsts(x[ak.argmax(key, axis=d, keepdims=True)], axis=d)
+        if f == "count":  # NanoEvents' parameters (__doc__) hide a bool type from the core's check
+            x = self.eval(node.args[0], ctx)
+            d = self.axis(node, x)
+            if not is_record(x) and _bool_type(x):
+                return ak.sum(ak.values_astype(x, np.int64), axis=d)
+            return ak.num(x, axis=d)
+        if f == "normal":
+            mean, sigma = (self.eval(a, ctx) for a in node.args)
+            s = salt(self.parameters.get("seed", 0), self.variation, self.expr.key if self.expr else "",
+                     node.lineno, node.col_offset)
+            return normal(self.events, ctx if is_record(ctx) else None, mean, sigma, s)
+        if f == "corr":
+            e = self.expr
+            args = [e.text_of(a) if e.text_of(a) is not None else self.eval(a, ctx) for a in node.args]
+            return self.corrections.evaluate(args[0], args[1:])
         return super().call(node, ctx)
+
+
+def _bool_type(x) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return True
+    if isinstance(x, np.ndarray):
+        return x.dtype == np.bool_
+    t = ak.type(x).content if isinstance(x, ak.Array) else None
+    while t is not None and not isinstance(t, ak.types.NumpyType):
+        t = getattr(t, "content", None)
+    return t is not None and t.primitive == "bool"
 
 
 def combinations(c, n: int):
@@ -134,9 +162,13 @@ def _mask(v, n: int) -> np.ndarray:
     return ak.to_numpy(ak.fill_none(v, False)).astype(bool)
 
 
-def make_histogram(h: Histogram, labels: list[str], weighted: bool) -> hist.Hist:
-    """An empty histogram for spec ``h``, with a first ``dataset`` category axis."""
-    axes = [hist.axis.StrCategory(labels, name="dataset", label="dataset")]
+def make_histogram(h: Histogram, labels: list[str], weighted: bool, variations: list[str] | None = None,
+                   first: str = "dataset") -> hist.Hist:
+    """An empty histogram for spec ``h``, with a first ``dataset`` (or ``process``) category axis
+    and, given ``variations``, a ``variation`` category axis."""
+    axes = [hist.axis.StrCategory(labels, name=first, label=first)]
+    if variations:
+        axes.append(hist.axis.StrCategory(variations, name="variation", label="systematic variation"))
     for a in h.axes:
         label = a.label or a.name
         if a.type == "regular":
@@ -165,58 +197,130 @@ class PipelineProcessor(processor.ProcessorABC):
     """
 
     def __init__(self, pipe: Pipeline, labels: dict[str, str], notes: dict[str, dict],
-                 norms: dict[str, tuple[float, float | None]], finalize: bool = True):
+                 norms: dict[str, tuple[float, float | None]], finalize: bool = True, io_only: bool = False,
+                 columns: dict[str, list[str]] | None = None):
         self.pipe, self.labels, self.notes, self.norms = pipe, labels, notes, norms
-        self.auto_finalize = finalize
+        self.auto_finalize, self.io_only, self.columns = finalize, io_only, columns or {}
         spec = pipe.spec
-        self.weighted = bool(norms) or any(d.weight is not None for d in spec.datasets.values()) or any(
+        self.weighted = bool(norms) or bool(spec.variations) or any(
+            d.weight is not None for d in spec.datasets.values()) or any(
             h.weight is not None for h in spec.histograms.values())
+
+    def hist_variations(self, h: Histogram) -> list[str] | None:
+        return self.pipe.variation_names() if self.pipe.varied and h.by_variation else None
 
     def empty(self) -> dict[str, hist.Hist]:
         labels = list(self.pipe.spec.datasets)
-        return {name: make_histogram(h, labels, self.weighted) for name, h in self.pipe.spec.histograms.items()}
+        return {name: make_histogram(h, labels, self.weighted, self.hist_variations(h))
+                for name, h in self.pipe.spec.histograms.items()}
 
     def process(self, events):
         pipe, spec = self.pipe, self.pipe.spec
         label = self.labels[events.metadata["dataset"]]
-        ev = Evaluator(events, self.notes[label], spec.parameters)
+        if self.io_only:
+            return self._io(events, label)
+        corr = Corrections(pipe.corrections) if pipe.corrections else None
+        hists = self.empty()
+        cutflows, sumw = {}, 0.0
+        mine = pipe.variations_for(label)
+        sample = spec.datasets[label].variation
+        for vname, var in [("nominal", None)] + [(n, v) for n, v in mine if v.shape]:
+            ev = Evaluator(events, self.notes[label], spec.parameters, corr, vname)
+            cutflow, w, regions = self._select(ev, events, label, vname, var)
+            cutflows[vname] = cutflow
+            weights = {sample or vname: w}
+            if var is None:
+                sumw = float(ev.sumw)
+                for wname, wv in mine:
+                    if wv.shape:
+                        continue
+                    keys = ("up", "down") if wv.up is not None else ("weight",)
+                    for key, out in zip(keys, wv.names(wname)):
+                        weights[out] = w * self._weight(ev, events, ("variations", wname, key), len(w))
+            for hname, h in spec.histograms.items():
+                if var is not None and not self.hist_variations(h):
+                    continue
+                sel = regions[h.region] if h.region is not None else np.ones(len(w), dtype=bool)
+                extra = 1.0
+                if h.weight is not None:
+                    extra = _numbers(ev(pipe.exprs[("histograms", hname, "weight")]), len(w))
+                values = [ev(pipe.exprs[("histograms", hname, "axes", i, "expr" if a.expr is not None else "name")])
+                          for i, a in enumerate(h.axes)]
+                for out, wv in weights.items():
+                    if out != (sample or vname) and not self.hist_variations(h):
+                        continue
+                    var_fill = {"variation": out} if self.hist_variations(h) else {}
+                    self._fill(hists[hname], h, label, values, wv * extra, sel, var_fill)
+        out = {"hists": hists, "cutflow": {label: cutflows["nominal"]}, "sumw": {label: sumw}}
+        if len(cutflows) > 1:
+            out["cutflow_variations"] = {label: {k: v for k, v in cutflows.items() if k != "nominal"}}
+        return out
+
+    def _select(self, ev: Evaluator, events, label: str, vname: str, var) -> tuple[dict, np.ndarray, dict]:
+        """Shape changes, object cuts, event cuts, variables, regions for one variation."""
+        pipe, spec = self.pipe, self.pipe.spec
         n = len(events)
         cutflow = {CUTFLOW_ALL: n}
+        if var is not None:  # only the changed fields are new arrays; the rest is shared
+            changed: dict[str, Any] = {}
+            for key in var.shape:
+                coll, _, fld = key.partition(".")
+                base = changed.get(coll, events[coll])
+                new = ev(pipe.exprs[("variations", vname, "shape", key)], events[coll])
+                actual = self.notes[label].get(("shape", vname, key), fld)
+                changed[coll] = ak.with_field(base, new, actual)
+            ev.env.update(changed)
         for name, base, cut in pipe.objects():
             coll = ev.env[base] if base in ev.env else events[base]
             ev.env[name] = coll if cut is None else coll[ak.fill_none(ev(cut, coll), False)]
         w_all = np.ones(n)
         if spec.datasets[label].weight is not None:
             w_all = _numbers(ev(pipe.exprs[("datasets", label, "weight")]), n)
+        ev.sumw = w_all.sum()
         mask = np.ones(n, dtype=bool)
         for step in spec.selection.events:
             mask &= _mask(ev(pipe.exprs[("selection", "events", step)]), n)
             cutflow[step] = int(mask.sum())
         ev.select(mask)
         nsel = int(mask.sum())
-        for name in spec.variables:
-            ev.env[name] = ev(pipe.exprs[("variables", name)])
+        for name, v in spec.variables.items():
+            if isinstance(v, str):
+                ev.env[name] = ev(pipe.exprs[("variables", name)])
+            else:
+                ev.env[name] = call_function(v.function, ev.events, dict(ev.env), pipe.funcs[("variables", name)])
         regions = {name: _mask(ev(pipe.exprs[("regions", name)]), nsel) for name in spec.regions}
         for name, m in regions.items():
             cutflow[f"region {name}"] = int(m.sum())
-        hists = self.empty()
-        for hname, h in spec.histograms.items():
-            sel = regions[h.region] if h.region is not None else np.ones(nsel, dtype=bool)
-            w = w_all[mask]
-            if h.weight is not None:
-                w = w * _numbers(ev(pipe.exprs[("histograms", hname, "weight")]), nsel)
-            values = []
-            for i, a in enumerate(h.axes):
-                e = pipe.exprs[("histograms", hname, "axes", i, "expr" if a.expr is not None else "name")]
-                values.append(ev(e))
-            self._fill(hists[hname], h, label, values, w, sel)
-        return {"hists": hists, "cutflow": {label: cutflow}, "sumw": {label: float(w_all.sum())}}
+        return cutflow, w_all[mask], regions
 
-    def _fill(self, out: hist.Hist, h: Histogram, label: str, values: list, w: np.ndarray, sel: np.ndarray):
+    def _weight(self, ev: Evaluator, events, loc: tuple, n: int) -> np.ndarray:
+        if loc in self.pipe.exprs:
+            return _numbers(ev(self.pipe.exprs[loc]), n)
+        ref = getattr(self.pipe.spec.variations[loc[1]], loc[2])
+        return _numbers(call_function(ref.function, ev.events, dict(ev.env), self.pipe.funcs[loc]), n)
+
+    def _io(self, events, label: str):
+        """I/O only (``casa run --io-only``): read every column the pipeline needs, process nothing."""
+        from coffea.nanoevents.methods.base import NanoEventsArray  # noqa: F401 - NanoEvents present
+
+        nbytes = 0
+        for col in self.columns.get(label, []):
+            head, _, rest = col.partition("_")
+            try:
+                x = events[head][rest] if rest and head in ak.fields(events) and \
+                    rest in ak.fields(events[head]) else events[col]
+            except Exception:  # noqa: BLE001 - a counter (nJet) is read with its collection
+                continue
+            nbytes += ak.materialize(x).nbytes if hasattr(ak, "materialize") else ak.to_packed(x).nbytes
+        return {"hists": self.empty(), "cutflow": {label: {CUTFLOW_ALL: len(events)}}, "sumw": {label: 0.0},
+                "io_bytes": {label: nbytes}}
+
+    def _fill(self, out: hist.Hist, h: Histogram, label: str, values: list, w: np.ndarray, sel: np.ndarray,
+              extra: dict | None = None):
         n = len(sel)
         arrays = [ak.Array(np.broadcast_to(np.asarray(v, dtype=float), n)) if np.isscalar(v) else v
                   for v in values]
-        arrays = [a[sel] for a in arrays] + [ak.Array(w[sel])]
+        arrays = [a[sel] for a in arrays] + [ak.Array(np.broadcast_to(w, n)[sel])]
         if any(a.ndim > 1 for a in arrays):
             arrays = [ak.flatten(a, axis=1) for a in ak.broadcast_arrays(*arrays)]
         ok = np.ones(len(arrays[-1]), dtype=bool)
@@ -226,7 +330,7 @@ class PipelineProcessor(processor.ProcessorABC):
         fill = {a.name: c for a, c in zip(h.axes, cols[:-1])}
         if self.weighted:
             fill["weight"] = cols[-1]
-        out.fill(dataset=label, **fill)
+        out.fill(dataset=label, **(extra or {}), **fill)
 
     def scales(self, sumw: dict[str, float], cutflow: dict[str, dict]) -> dict[str, float]:
         """label -> factor applied to its histograms (1.0 for data)."""
@@ -258,8 +362,71 @@ class PipelineProcessor(processor.ProcessorABC):
                     view.variance[i] *= s * s
                 else:
                     view[i] *= s
-            hists[name] = h if self.pipe.spec.histograms[name].by_dataset else h[{"dataset": sum}]
-        return {**accumulator, "hists": hists, "scales": scales}
+            if self.pipe.varied:
+                h = self.by_process(name, h)
+                first = "process"
+            else:
+                first = "dataset"
+            hists[name] = h if self.pipe.spec.histograms[name].by_dataset else h[{first: sum}]
+        out = {**accumulator, "hists": hists, "scales": scales}
+        if self.pipe.varied:
+            out["combos"] = self.combos()
+        return out
+
+    def combos(self) -> list[tuple[str, str]]:
+        """The (process, variation) cells that something fills, in axis order (the AGC's histograms)."""
+        pipe, cells = self.pipe, set()
+        for label, d in pipe.spec.datasets.items():
+            proc = pipe.process_of(label)
+            if d.variation:
+                cells.add((proc, d.variation))
+                continue
+            cells.add((proc, "nominal"))
+            for n, v in pipe.variations_for(label):
+                cells.update((proc, x) for x in v.names(n))
+        if pipe.spec.pseudodata is not None:
+            cells.add(("pseudodata", "nominal"))
+        names = pipe.variation_names()
+        return sorted(cells, key=lambda c: (pipe.processes().index(c[0]), names.index(c[1])))
+
+    def by_process(self, name: str, h: hist.Hist) -> hist.Hist:
+        """The dataset axis -> a process axis: a sample variation fills its process's variation."""
+        pipe, spec = self.pipe, self.pipe.spec
+        hs = spec.histograms[name]
+        variations = self.hist_variations(hs)
+        out = make_histogram(hs, pipe.processes(), self.weighted, variations, first="process")
+        src, dst = h.view(flow=True), out.view(flow=True)
+        fields = src.dtype.names or (None,)
+        procs = list(out.axes["process"])
+        for label, d in spec.datasets.items():
+            i, j = h.axes["dataset"].index(label), procs.index(pipe.process_of(label))
+            for f in fields:
+                a, b = (src[f], dst[f]) if f else (src, dst)
+                if variations is None:
+                    b[j] += a[i]
+                elif d.variation:
+                    k = list(out.axes["variation"]).index(d.variation)
+                    b[j, k] += a[i, k]
+                else:
+                    for v in pipe.variation_names():
+                        if v in {x.variation for x in spec.datasets.values() if x.variation}:
+                            continue
+                        k = list(out.axes["variation"]).index(v)
+                        b[j, k] += a[i, k]
+        if spec.pseudodata is not None:
+            terms = ([(p_, "nominal", 1.0) for p_ in procs if p_ != "pseudodata"] if spec.pseudodata == "nominal"
+                     else [(t.process, t.variation, t.factor) for t in spec.pseudodata])
+            j = procs.index("pseudodata")
+            for f in fields:
+                b = dst[f] if f else dst
+                for proc, var, factor in terms:
+                    i = procs.index(proc)
+                    if variations is None:
+                        b[j] += b[i] * (factor * factor if f == "variance" else factor)
+                    else:
+                        k, k0 = list(out.axes["variation"]).index(var), list(out.axes["variation"]).index("nominal")
+                        b[j, k0] += b[i, k] * (factor * factor if f == "variance" else factor)
+        return out
 
 
 def _numbers(v, n: int) -> np.ndarray:

@@ -175,7 +175,7 @@ def plan(pipe: Pipeline, *, via: str | None = None, catalog=None, opened=None) -
 
 def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, cluster: Any = None,
                  output: str | os.PathLike | None = None, force: bool = False, catalog=None,
-                 progress: bool = False) -> PipelineResult:
+                 progress: bool = False, max_chunks: int | None = None, max_files: int | None = None, io_only: bool = False) -> PipelineResult:
     """Run a pipeline spec and write its outputs.
 
     Parameters
@@ -192,6 +192,12 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
         Recompute even if the cache holds a result for the same spec and input files.
     catalog
         Extra catalog file(s), searched first.
+    max_chunks, max_files
+        A quick test: the first chunks of each file, the first files of each dataset (never
+        served from, nor stored as, the full result in the cache).
+    io_only
+        Read exactly the columns the pipeline needs and skip the processing (the AGC's I/O mode);
+        the histograms stay empty, the summary has the bytes and the rate.
 
     Returns
     -------
@@ -204,7 +210,10 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     outdir = Path(output or s.outputs.directory or Path("casa-output") / s.name)
     inputs = {lab: [cache.input_identity(f) for f in ds.resolved] for lab, (ds, _) in opened.items()}
     key = cache.cache_key(pipe.hash, inputs, {"formats": s.outputs.formats,
-                                              "via": {lab: v for lab, (_, v) in opened.items()}})
+                                              "via": {lab: v for lab, (_, v) in opened.items()},
+                                              **({"io_only": True} if io_only else {})})
+    if max_chunks is not None or max_files is not None:  # a quick test is not the full result
+        key = f"{key}-quick-c{max_chunks}-f{max_files}"
     if not force:
         hit = cache.load_cached(outdir, key)
         if hit is not None:
@@ -223,7 +232,8 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     proc = PipelineProcessor(pipe, {d.dataset.name: lab for lab, d in p.datasets.items()},
                              {lab: d.notes for lab, d in p.datasets.items()},
                              {lab: d.norm for lab, d in p.datasets.items() if d.norm is not None},
-                             finalize=False)  # normalised once, after merging every run below
+                             finalize=False,  # normalised once, after merging every run below
+                             io_only=io_only, columns={lab: d.columns for lab, d in p.datasets.items()})
     files = [d.dataset for d in p.datasets.values() if not reduces(d.via)]
     reducing = [lab for lab, d in p.datasets.items() if reduces(d.via)]
     cl = cluster if cluster is not None else s.delivery.cluster
@@ -237,7 +247,7 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
     results = []
     try:
         if files:
-            results.append(run(proc, files, **kw))
+            results.append(run(proc, files, **kw, max_chunks=max_chunks, max_files=max_files))
         for lab, d in p.datasets.items():
             if lab in reducing:  # one run per reduced stream (the runner names it)
                 assert d.via is not None
@@ -277,6 +287,7 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
             "normalisation": None if d.norm is None else
             {"xsec_times_lumi": d.norm[0], "denominator": d.norm[1] if d.norm[1] is not None else "sum of weights"},
             "columns": d.columns, "prefilter": d.prefilter, "inputs": inputs[lab],
+            "cutflow_variations": output_.get("cutflow_variations", {}).get(lab, {}),
         }
     summary = {
         "name": s.name, "spec": str(pipe.path), "spec_hash": pipe.hash, "cache_key": key,
@@ -288,6 +299,10 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
                                                     if hasattr(h.sum(flow=True), "value") else h.sum(flow=True))}
                                                  for n, h in hists.items()},
         "host": platform.node(),
+        # the AGC's metrics: event rate per core = entries / summed process time; bytes read
+        "events_per_second_per_core": round(sum(st.events for st in stats) / max(sum(st.seconds for st in stats), 1e-9), 1),
+        "process_seconds": round(sum(st.seconds for st in stats), 4), "io_only": io_only,
+        "combos": output_.get("combos"),
     }
     from .outputs import write_outputs
 

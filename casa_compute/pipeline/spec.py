@@ -36,6 +36,21 @@ the events of the whole dataset; with ``normalize: weights`` the sum of the data
 expression over all its events), applied to the merged histograms; data (no ``xsec``) is not scaled.
 The dataset ``weight`` is computed on all events after the object cuts (it may use objects, not
 variables).
+
+Systematic variations (see :mod:`.variations`)::
+
+    corrections: [corrections.json]    # correctionlib files, relative to the spec: corr("name", ...)
+    datasets:
+      ttbar_me: {dataset: ..., process: ttbar, variation: ME_var}   # a sample variation
+    variations:
+      pt_scale_up: {shape: {Jet.pt: pt * 1.03}}              # re-runs cuts, selection, variables
+      pt_res_up: {shape: {Jet.pt: pt * normal(1, 0.05)}}     # seeded by the event identity
+      btag_var_0: {up: 1 + 0.075 * Jet[0].pt / 50, down: 1 - 0.075 * Jet[0].pt / 50}
+      scale_var: {up: corr("event_systematics", "scale_var", "up", Jet[0].pt), down: ..., datasets: [wjets]}
+    pseudodata: [{process: ttbar, variation: ME_var, factor: 0.5}, {process: wjets}]
+
+With variations (or processes) declared, every histogram has a ``process`` and a ``variation``
+category axis (``nominal`` first) unless ``by_variation: false``.
 """
 
 from __future__ import annotations
@@ -92,6 +107,9 @@ class DatasetEntry(_Strict):
     normalize: Literal["events", "weights"] = Field(
         "events", description="divide xsec * lumi by the events (or the sum of weights) of the dataset")
     via: str | None = Field(None, description="delivery path for this dataset only")
+    process: str | None = Field(None, pattern=_IDENT, description="the process it stands for (default: the label)")
+    variation: str | None = Field(None, pattern=_IDENT, description="a sample variation of its process "
+                                  "(e.g. ME_var); default: the nominal sample")
 
     @field_validator("via")
     @classmethod
@@ -121,6 +139,49 @@ class Delivery(_Strict):
 class ObjectDef(_Strict):
     from_: str = Field(alias="from", pattern=_IDENT)
     cut: str | None = None
+
+
+class FunctionRef(_Strict):
+    """User code (same trust as a coffea processor): ``package.module:callable``, run on the workers
+    as ``callable(events, objects)`` -> one number per event; ``columns``: the branches it reads."""
+
+    function: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+    columns: list[str] = Field(default_factory=list)
+
+
+class Variation(_Strict):
+    """A shape variation (``shape``), a one-sided (``weight``) or up/down (``up``, ``down``) weight."""
+
+    shape: dict[str, str] | None = None
+    weight: str | FunctionRef | None = None
+    up: str | FunctionRef | None = None
+    down: str | FunctionRef | None = None
+    datasets: list[str] | None = Field(None, description="the dataset labels it applies to "
+                                       "(default: every nominal dataset)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Variation":
+        kinds = [k for k, v in (("shape", self.shape), ("weight", self.weight)) if v is not None]
+        if self.up is not None or self.down is not None:
+            if self.up is None or self.down is None:
+                raise ValueError("a weight variation with up needs down too (and the other way round)")
+            kinds.append("up/down")
+        if len(kinds) != 1:
+            raise ValueError("a variation is one of: shape: {Collection.field: expression}, weight: "
+                             f"expression, or up: and down: expressions (got {', '.join(kinds) or 'none'})")
+        if self.shape is not None and not self.shape:
+            raise ValueError("shape: needs at least one Collection.field: expression")
+        return self
+
+    def names(self, name: str) -> list[str]:
+        """The variation axis entries it makes."""
+        return [f"{name}_up", f"{name}_down"] if self.up is not None else [name]
+
+
+class PseudoTerm(_Strict):
+    process: str
+    variation: str = "nominal"
+    factor: float = 1.0
 
 
 class Selection(_Strict):
@@ -175,6 +236,7 @@ class Histogram(_Strict):
     region: str | None = None
     weight: str | None = None
     by_dataset: bool = True
+    by_variation: bool = True
     title: str | None = None
 
     @model_validator(mode="after")
@@ -203,10 +265,18 @@ class PipelineSpec(_Strict):
     aliases: dict[str, list[str]] = Field(default_factory=dict)
     parameters: dict[str, StrictBool | StrictInt | StrictFloat] = Field(default_factory=dict)
     selection: Selection = Field(default_factory=Selection)
-    variables: dict[str, str] = Field(default_factory=dict)
+    variables: dict[str, str | FunctionRef] = Field(default_factory=dict)
     regions: dict[str, str] = Field(default_factory=dict)
     histograms: dict[str, Histogram] = Field(min_length=1)
     outputs: Outputs = Field(default_factory=Outputs)
+    corrections: list[str] = Field(default_factory=list, description="correctionlib JSON files")
+    variations: dict[str, Variation] = Field(default_factory=dict)
+    pseudodata: list[PseudoTerm] | Literal["nominal"] | None = None
+
+    @field_validator("corrections", mode="before")
+    @classmethod
+    def _one_file(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
 
 @dataclass
@@ -217,6 +287,8 @@ class Pipeline:
     path: Path
     node: yaml.Node | None
     exprs: dict[tuple, Expr] = field(default_factory=dict)
+    funcs: dict[tuple, Where] = field(default_factory=dict)         # user functions: where in the spec
+    corrections: dict[str, str] = field(default_factory=dict)       # correctionlib file -> its JSON text
 
     def error(self, loc: tuple, message: str) -> PipelineError:
         """A :class:`PipelineError` located at the spec element ``loc``."""
@@ -235,6 +307,33 @@ class Pipeline:
 
     def catalogs(self) -> list[str]:
         return [os.fspath((self.path.parent / c).resolve()) for c in self.spec.delivery.catalog]
+
+    @property
+    def varied(self) -> bool:
+        """Histograms get process and variation axes (variations or sample variations declared)."""
+        s = self.spec
+        return bool(s.variations) or any(d.process or d.variation for d in s.datasets.values())
+
+    def process_of(self, label: str) -> str:
+        return self.spec.datasets[label].process or label
+
+    def processes(self) -> list[str]:
+        out = list(dict.fromkeys(self.process_of(lab) for lab in self.spec.datasets))
+        return out + (["pseudodata"] if self.spec.pseudodata is not None else [])
+
+    def variation_names(self) -> list[str]:
+        """The variation axis: nominal, the declared variations, then the sample variations."""
+        out = ["nominal"]
+        for name, v in self.spec.variations.items():
+            out += v.names(name)
+        out += [d.variation for d in self.spec.datasets.values() if d.variation]
+        return list(dict.fromkeys(out))
+
+    def variations_for(self, label: str) -> list[tuple[str, Any]]:
+        """``(name, Variation)`` run on dataset ``label`` (none for a sample variation)."""
+        if self.spec.datasets[label].variation:
+            return []
+        return [(n, v) for n, v in self.spec.variations.items() if v.datasets is None or label in v.datasets]
 
     def objects(self) -> list[tuple[str, str, Expr | None]]:
         """``(name, from, cut)`` of every object definition, in order."""
@@ -257,11 +356,14 @@ def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
     return node
 
 
-def _expr(pipe: Pipeline, loc: tuple, text: str) -> None:
+def _where(pipe: Pipeline, loc: tuple) -> Where:
     node = _node_at(pipe.node, loc)
-    where = Where(pipe.path, node.start_mark.line + 1, node.start_mark.column + 1, node.style or None,
+    return Where(pipe.path, node.start_mark.line + 1, node.start_mark.column + 1, node.style or None,
                   ".".join(str(x) for x in loc)) if node is not None else Where(pipe.path, field=".".join(map(str, loc)))
-    pipe.exprs[loc] = Expr(text, where)
+
+
+def _expr(pipe: Pipeline, loc: tuple, text: str) -> None:
+    pipe.exprs[loc] = Expr(text, _where(pipe, loc))
 
 
 def load_spec(path: str | os.PathLike) -> Pipeline:
@@ -297,7 +399,23 @@ def load_spec(path: str | os.PathLike) -> Pipeline:
     for name, text in spec.selection.events.items():
         _expr(pipe, ("selection", "events", name), text)
     for name, text in spec.variables.items():
-        _expr(pipe, ("variables", name), text)
+        if isinstance(text, str):
+            _expr(pipe, ("variables", name), text)
+        else:
+            pipe.funcs[("variables", name)] = _where(pipe, ("variables", name, "function"))
+    for name, v in spec.variations.items():
+        for key, text in (v.shape or {}).items():
+            _expr(pipe, ("variations", name, "shape", key), text)
+        for key in ("weight", "up", "down"):
+            if isinstance(getattr(v, key), str):
+                _expr(pipe, ("variations", name, key), getattr(v, key))
+            elif getattr(v, key) is not None:
+                pipe.funcs[("variations", name, key)] = _where(pipe, ("variations", name, key, "function"))
+    for i, f in enumerate(spec.corrections):
+        try:
+            pipe.corrections[f] = (path.parent / f).read_text()
+        except OSError as err:
+            raise pipe.error(("corrections", i), f"cannot read the correction file: {err}") from None
     for name, text in spec.regions.items():
         _expr(pipe, ("regions", name), text)
     for hname, h in spec.histograms.items():
@@ -338,6 +456,7 @@ def _check_names(pipe: Pipeline) -> None:
             if name in owner and not (section == "selection.objects" and owner[name] == section):
                 raise pipe.error(loc, f"{name!r} is already defined in {owner[name]}; pick another name")
             owner[name] = section
+    _check_variations(pipe)
     for hname, h in spec.histograms.items():
         if not re.match(HIST_NAME, hname) or ".." in hname:
             top = _node_at(pipe.node, ("histograms",))
@@ -358,3 +477,38 @@ def _check_names(pipe: Pipeline) -> None:
                              "dataset category axis (set by_dataset: false or rename the axis)")
         if len(set(names)) != len(names):
             raise pipe.error(("histograms", hname, "axes"), "axis names must be unique")
+
+
+def _check_variations(pipe: Pipeline) -> None:
+    spec = pipe.spec
+    samples = {d.variation: lab for lab, d in spec.datasets.items() if d.variation}
+    for name, v in spec.variations.items():
+        if not re.match(_IDENT, name) or name == "nominal":
+            raise pipe.error(("variations", name), f"{name!r} is not a valid variation name (letters, digits, _; "
+                             "not 'nominal')")
+        for out in v.names(name):
+            if out in samples:
+                raise pipe.error(("variations", name), f"variation {out!r} is also the sample variation of "
+                                 f"dataset {samples[out]!r}; pick another name")
+        for key in v.shape or {}:
+            coll, _, fld = key.partition(".")
+            if not (coll.isidentifier() and fld.isidentifier()):
+                raise pipe.error(("variations", name, "shape", key),
+                                 f"a shape variation changes Collection.field (e.g. Jet.pt), not {key!r}")
+        for i, lab in enumerate(v.datasets or []):
+            if lab not in spec.datasets:
+                hint = close_matches(lab, spec.datasets)
+                raise pipe.error(("variations", name, "datasets", i), f"unknown dataset {lab!r}"
+                                 + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""))
+    if isinstance(spec.pseudodata, list):
+        procs, names = pipe.processes(), pipe.variation_names()
+        for i, t in enumerate(spec.pseudodata):
+            if t.process not in procs:
+                raise pipe.error(("pseudodata", i, "process"), f"unknown process {t.process!r} "
+                                 f"(processes: {', '.join(procs)})")
+            if t.variation not in names:
+                raise pipe.error(("pseudodata", i, "variation"), f"unknown variation {t.variation!r}")
+    for lab, d in spec.datasets.items():
+        if d.variation and pipe.process_of(lab) == lab:
+            raise pipe.error(("datasets", lab, "variation"), "a sample variation names its process "
+                             "(process: ttbar)")
