@@ -57,6 +57,20 @@ def _level(r: dict[str, Any], c: int | None) -> dict[str, Any] | None:
     return next((lv for lv in r["levels"] if lv["concurrency"] == c), None)
 
 
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def load_runs(directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The sweeps an earlier run wrote to ``directory`` (``--from``), in the order they ran."""
+    runs = []
+    for path in sorted(directory.glob("sweep-*.json")):
+        doc = json.loads(path.read_text())
+        server = "skyhook" if "skyhook" in doc["results"] else doc["meta"].get("embedded_server") or "s3"
+        runs.append((server, doc))
+    return runs
+
+
 def _busiest(lv: dict[str, Any]) -> str:
     procs = {"client (bench process)": lv["client_cores"], **lv["server_cores"]}
     total = sum(procs.values())
@@ -76,12 +90,15 @@ def _busiest(lv: dict[str, Any]) -> str:
 
 
 def section(runs: list[tuple[str, dict[str, Any]]], quick: bool, load: tuple[list[float], list[float]]) -> str:
-    lines = [f"## Concurrency sweep: 1..32 readers per access path (`bench_concurrency.py{' --quick' if quick else ''}`)",
+    flag = " --quick" if quick else ""
+    lines = [f"## Concurrency sweep: 1..32 readers per access path (`bench_concurrency.py{flag}`)",
              "",
              "Threads in one client process; levels of "
              f"{runs[0][1]['meta']['duration_s']} s; the real 100k-event dimuon file (3.6 MB, page-cached). "
              "Saturation: the fewest readers within 10 % of the best level's MB/s. Cores: CPU seconds / "
-             "wall seconds of the level, from /proc/<pid>/stat (client: this process; servers: ours).",
+             "wall seconds of the level, from /proc/<pid>/stat (client: this process; servers: ours). Column reads "
+             "count the bytes uproot requests for those columns (recorded), whatever the path moves "
+             "(Skyhook sends ~1 % of them: Arrow of the projection).",
              ""]
     b, a = load
     lines.append(f"**The machine was loaded** (shared with other engineers): load average {b[0]:.1f} / {b[1]:.1f} / "
@@ -89,20 +106,23 @@ def section(runs: list[tuple[str, dict[str, Any]]], quick: bool, load: tuple[lis
                  "Absolute numbers are low and noisy; read the shapes and the ratios." if max(b[0], a[0]) > 1.0 else
                  f"Load average {b[0]:.1f} before, {a[0]:.1f} after.")
     lines += ["", "| S3 server | method | pattern | saturates at | MB/s there | best MB/s | p99 ms at 16 | "
-              "what limits it at saturation (cores per process, measured) |", "|---|---|---|---|---|---|---|---|"]
+              "CPU s/GB client / servers | what limits it at saturation (cores per process, measured) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     figures: dict[str, Any] = {}
     for server, doc in runs:
         for m, pats in doc["results"].items():
             for p, r in pats.items():
                 if not r["levels"]:
-                    lines.append(f"| {server} | {m} | {p} | n/a: {r.get('unsupported') or r.get('error')} | | | | |")
+                    lines.append(f"| {server} | {m} | {p} | n/a: {r.get('unsupported') or r.get('error')} | | | | | |")
                     continue
                 sat = r["saturation"]
                 lv = _level(r, sat)
                 best = max(x["mb_s"] for x in r["levels"])
                 at16 = _level(r, 16)
                 p99 = f"{at16['p99_ms']:.1f}" if at16 else "n/a"
-                lines.append(f"| {server} | {m} | {p} | {sat} | {lv['mb_s']:.1f} | {best:.1f} | {p99} | {_busiest(lv)} |")
+                cpu = f"{_num(lv['client_cpu_s_per_gb'])} / {_num(lv['server_cpu_s_per_gb'])}"
+                lines.append(f"| {server} | {m} | {p} | {sat} | {lv['mb_s']:.1f} | {best:.1f} | {p99} | {cpu} "
+                             f"| {_busiest(lv)} |")
                 figures[f"{server}/{m}/{p}"] = {"sat": sat, "mb_s": lv["mb_s"], "p99_16": at16 and at16["p99_ms"]}
     lines += ["", "MB/s per level (readers: MB/s):", ""]
     for server, doc in runs:
@@ -140,14 +160,25 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=None, help="seconds per level (default 1.5, quick 0.5)")
     ap.add_argument("--out", default="/tmp/casa-bench-concurrency", help="JSON/CSV/PNG/HTML of each sweep")
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument("--from", dest="src", default=None, help="re-write the section from an earlier run's --out")
     args = ap.parse_args()
     duration = args.duration or (0.5 if args.quick else 1.5)
-    before = list(os.getloadavg())
     t0 = time.time()
-    runs = run(args.quick, duration, Path(args.out))
-    after = list(os.getloadavg())
+    if args.src:
+        runs = load_runs(Path(args.src))
+        meta = runs[0][1]["meta"]
+        before, after = list(meta["machine"]["loadavg_before"]), list(runs[-1][1]["meta"]["loadavg_after"])
+    else:
+        before = list(os.getloadavg())
+        runs = run(args.quick, duration, Path(args.out))
+        after = list(os.getloadavg())
     body = section(runs, args.quick, (before, after))
-    body += f"\n\nWall time of the whole benchmark: {time.time() - t0:.0f} s. Full outputs: `casa bench --concurrency` JSON/CSV/PNG/HTML."
+    when = f"sweeps of {runs[0][1]['meta']['time']}" if args.src else f"{time.time() - t0:.0f} s wall"
+    body += (f"\n\n({when}.) How to read it: with the load above the core count, every path gets only a share of "
+             "the CPU, so the saturation points say how far concurrency hides per-request latency on this box, "
+             "not what the servers can do; the CPU s/GB columns (client process vs our servers, from /proc) are "
+             "the load-independent part: where each path spends its CPU per byte. Full outputs: "
+             "`casa bench --concurrency` JSON/CSV/PNG/HTML.")
     print(body)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "summary.json").write_text(json.dumps([[s, d["meta"]] for s, d in runs], default=str))
