@@ -161,7 +161,13 @@ def _measure(base: Path, args):
 
 
 def _report(args, load0, med, times, total, running, first, efirst, four, gone) -> None:
+    import dask
+
     load1 = os.getloadavg()[0]
+    environ = dask.config.get("casa-compute.local.worker-environ", None) or {}
+    local_env = ("with `MALLOC_TRIM_THRESHOLD_` unset (`casa-compute.local.worker-environ`)"
+                 if "MALLOC_TRIM_THRESHOLD_" in environ and environ["MALLOC_TRIM_THRESHOLD_"] is None
+                 else "which exports distributed's `MALLOC_TRIM_THRESHOLD_=65536`")
     g, lc = med["gateway, 2 SLURM workers"], med["casa LocalCluster, 2 workers"]
     rows = "\n".join(f"| {k} | {med[k]:.2f} | {min(v):.2f}–{max(v):.2f} | {total / med[k] / 1e6:.2f} |"
                      for k, v in times.items())
@@ -187,11 +193,10 @@ chunks of {args.chunksize:,}), histograms checked equal to an in-process run, me
 |---|---|---|---|
 {rows}
 
-**gateway / LocalCluster throughput: {lc / g:.2f}x** (target >= 0.9x). Not the same worker
-set-up: gateway workers run without a nanny, so glibc keeps its dynamic mmap threshold, while
-casa's LocalCluster workers get the nanny's `MALLOC_TRIM_THRESHOLD_=65536` (which costs ~30% on
-uproot/awkward tasks, see the notes); the gateway's clusters also set
-`distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null` should a nanny be used.
+**gateway / LocalCluster throughput: {lc / g:.2f}x** (target >= 0.9x). Worker set-ups: gateway
+workers are SLURM jobs without a nanny (so no `MALLOC_TRIM_THRESHOLD_`; glibc keeps its dynamic
+mmap threshold, see the notes) and with distributed's profiler on; casa's LocalCluster workers run
+under a nanny, {local_env}.
 Load average {load0:.1f} at start, {load1:.1f} at end (2 cores shared with other users)."""
     print(body)
     if not args.quick:
