@@ -196,7 +196,7 @@ def test_options_over_the_limits_are_refused(gateway, tokens):
         with pytest.raises(GatewayRefused, match=why):
             new_cluster(gateway, tokens["alice"], adapt=None, **opts)
     assert set(worker_jobs()) <= before, "a refused request must not submit anything"
-    with new_cluster(gateway, tokens["alice"], adapt=None, max_workers=2) as c:
+    with new_cluster(gateway, tokens["alice"], max_workers=2) as c:  # default adapt(0, 4): the limit, quietly
         with pytest.raises(GatewayRefused, match="exceed resource limit of 2 workers"):
             c.adapt(minimum=0, maximum=5)
         with pytest.raises(GatewayRefused, match="exceed resource limit of 2 workers"):

@@ -185,9 +185,16 @@ class CasaGatewayCluster(GatewayCluster):
                 # clients in other processes) gets them before its first task. Through the
                 # cluster's own scheduler connection: a Client would cost a second or two.
                 self.gateway.sync(self._casa_register, self._casa_plugins + _token_plugins(token))
-            if adapt == "default":
-                adapt = (0, int(setting("max-workers", "gateway") or 4))
-            if adapt is not None and not asynchronous:
+            if adapt == "default" and not asynchronous:
+                # Elastic by default; a facility whose limit is lower gets its limit (no error).
+                import warnings
+
+                from dask_gateway.client import GatewayWarning
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", GatewayWarning)
+                    GatewayCluster.adapt(self, minimum=0, maximum=int(setting("max-workers", "gateway") or 4))
+            elif adapt is not None and not asynchronous:
                 self.adapt(minimum=adapt[0], maximum=adapt[1])
         except BaseException:
             self.close()
