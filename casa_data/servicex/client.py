@@ -333,7 +333,10 @@ def deliver_query(dataset: Any, query: Any, *, inputs: Callable[[DatasetSpec], l
         except _BadQuery as err:
             raise QueryError(f"query rejected before submitting: {err}") from None
     if codegen == "uproot-raw":
-        out_tree = json.loads(selection)[0]["treename"]
+        from .query import raw_trees
+
+        outs = [t for q in json.loads(selection) if isinstance(q, dict) for t in raw_trees(q).values()]
+        out_tree = outs[0] if outs else "servicex"
     spec = {"General": {"OutputFormat": fmt, "Delivery": "LocalCache"},
             "Sample": [{"Name": title, "Dataset": did, "Query": sx_query, "Codegen": codegen}]}
     bar = "compact" if (sys.stderr.isatty() if progress is None else progress) else "none"

@@ -5,7 +5,8 @@ Three code generators, as on a real ServiceX:
 * ``uproot``: func_adl qastle -> ``func_adl_uproot.generate_python_source`` (the same code the
   ServiceX uproot transformer runs).
 * ``uproot-raw``: a JSON list of ``{treename, expressions, cut, filter_name, filter_typename,
-  aliases}``; each entry is ``tree.arrays(...)`` of that tree.
+  aliases}`` (``treename``: a name, a list or ``{input: output}``) or ``{copy_histograms}``; each
+  tree entry is ``tree.arrays(...)`` of that tree, its cut evaluated by casa's expression core.
 * ``python``: base64 source of a function taking the input file name (ServiceX's ``PythonFunction``).
 
 Used by the client (to fail fast, before submitting) and by casa's endpoint (a bad query is a 400,
@@ -33,7 +34,7 @@ __all__ = ["CODEGENS", "QueryError", "compile_query", "object_name"]
 
 CODEGENS = {"uproot": "casa/func-adl-uproot", "uproot-raw": "casa/uproot-raw", "python": "casa/python"}
 _RAW_KEYS = {"treename", "expressions", "cut", "filter_name", "filter_typename", "aliases",
-             "fail_on_missing_trees", "use_standard_awkward_axis"}
+             "fail_on_missing_trees", "use_standard_awkward_axis", "copy_histograms"}
 
 
 class QueryError(ValueError):
@@ -76,7 +77,34 @@ def _event_dataset_tree(tree_ast: ast.AST) -> str | None:
     raise QueryError("the query has no EventDataset: start it with FuncADL_Uproot().FromTree('Events')")
 
 
+def raw_trees(q: dict[str, Any]) -> dict[str, str]:
+    """An uproot-raw entry's ``treename`` as ``{input tree: output tree}`` (a string, a list of
+    names or a mapping, as the upstream transformer takes it); ``{}`` for a histogram-only entry."""
+    trees = q.get("treename")
+    if trees is None:
+        return {}
+    if isinstance(trees, str):
+        return {trees: trees}
+    if isinstance(trees, list):
+        return {t: t for t in trees}
+    return dict(trees)
+
+
+def _names(value: Any) -> bool:
+    """A name pattern: a string or a list of strings."""
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
 def _compile_raw(selection: str, result_format: str) -> tuple[str, str | None]:
+    """The request forms the upstream uproot-raw transformer takes: entries with ``treename`` (a
+    string, a list, or ``{input: output}``), ``filter_name``/``filter_typename``, ``expressions``
+    (branch names), ``cut`` (checked by casa's safe expression core, never ``eval``: see
+    :mod:`casa_data.expr.uproot_raw`), ``aliases``; entries with ``copy_histograms`` (name
+    patterns) copy histograms; ``use_standard_awkward_axis`` is accepted (the output's shape is
+    the same either way)."""
+    from casa_data.errors import FilterError
+    from casa_data.expr.uproot_raw import RawCut
+
     try:
         queries = json.loads(selection)
     except json.JSONDecodeError as err:
@@ -85,23 +113,45 @@ def _compile_raw(selection: str, result_format: str) -> tuple[str, str | None]:
         queries = [queries]
     if not isinstance(queries, list) or not queries or not all(isinstance(q, dict) for q in queries):
         raise QueryError("an uproot-raw selection is a non-empty list of {treename, ...} dicts")
+    outputs: list[str] = []
     for i, q in enumerate(queries):
         unknown = sorted(set(q) - _RAW_KEYS)
         if unknown:
             raise QueryError(f"uproot-raw entry {i}: unknown key(s) {unknown}; allowed: {sorted(_RAW_KEYS)}")
-        if not isinstance(q.get("treename"), str):
-            raise QueryError(f"uproot-raw entry {i}: 'treename' (a string) is required")
-        for key in ("cut", "expressions"):
-            for expr in [q.get(key)] if isinstance(q.get(key), str) else (q.get(key) or []):
-                try:
-                    ast.parse(expr, mode="eval")
-                except SyntaxError as err:
-                    raise QueryError(f"uproot-raw entry {i}: {key} {expr!r} is not an expression: {err.msg}") from None
-    trees = [q["treename"] for q in queries]
-    if result_format == "parquet" and len(set(trees)) > 1:
-        raise QueryError(f"parquet output holds one tree but the query reads {sorted(set(trees))}; "
+        trees = q.get("treename")
+        if trees is None:
+            if "copy_histograms" not in q:
+                raise QueryError(f"uproot-raw entry {i}: 'treename' (a name, a list of names or "
+                                 "{input: output}) or 'copy_histograms' is required")
+            if not _names(q["copy_histograms"]):
+                raise QueryError(f"uproot-raw entry {i}: 'copy_histograms' is a name pattern or a list of them")
+            continue
+        valid = (_names(trees) and trees != []) or (
+            isinstance(trees, dict) and trees and all(isinstance(k, str) and isinstance(v, str) and v
+                                                      for k, v in trees.items()))
+        if not valid:
+            raise QueryError(f"uproot-raw entry {i}: 'treename' must be a tree name, a list of names or "
+                             f"{{input tree: output tree}}, not {trees!r}")
+        for key in ("filter_name", "filter_typename"):
+            if q.get(key) is not None and not _names(q[key]):
+                raise QueryError(f"uproot-raw entry {i}: {key!r} is a name pattern or a list of them")
+        exprs = q.get("expressions")
+        for expr in [exprs] if isinstance(exprs, str) else (exprs or []):
+            if not isinstance(expr, str) or not expr.replace("_", "a").replace(".", "a").replace("/", "a").isalnum():
+                raise QueryError(f"uproot-raw entry {i}: expressions {expr!r}: this endpoint takes branch "
+                                 "names in 'expressions' (compute new values in 'cut' or with a python query)")
+        if q.get("cut") is not None:
+            try:
+                RawCut(q["cut"])
+            except FilterError as err:
+                raise QueryError(f"uproot-raw entry {i}: {err}") from None
+        outputs += list(raw_trees(q).values())
+    if not outputs and result_format == "parquet":
+        raise QueryError("the uproot-raw query reads no tree (only copy_histograms): ask for root-ttree output")
+    if result_format == "parquet" and len(set(outputs)) > 1:
+        raise QueryError(f"parquet output holds one tree but the query writes {sorted(set(outputs))}; "
                          "ask for root-ttree output or send one query per tree")
-    return json.dumps(queries), trees[0]
+    return json.dumps(queries), (outputs[0] if outputs else None)
 
 
 def _compile_python(selection: str) -> tuple[str, str | None]:

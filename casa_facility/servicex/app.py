@@ -488,9 +488,10 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 def _check_raw(code: str) -> None:
-    """uproot-raw runs no Python: expressions are branch names, cuts go through casa's Filter."""
+    """uproot-raw runs no Python: expressions are branch names, cuts go through casa's expression
+    core (the upstream transformer's cut functions: :mod:`casa_data.expr.uproot_raw`)."""
     from casa_data.errors import FilterError
-    from casa_data.expr import Filter
+    from casa_data.expr.uproot_raw import RawCut
 
     for i, q in enumerate(json.loads(code)):
         for key in ("filter_name", "filter_typename"):
@@ -509,7 +510,7 @@ def _check_raw(code: str) -> None:
             if not isinstance(cut, str):
                 raise QueryError(f"uproot-raw entry {i}: cut must be a string")
             try:
-                Filter(cut)
+                RawCut(cut)
             except FilterError as err:
                 raise QueryError(f"uproot-raw entry {i}: cut {cut[:200]!r}: {str(err).splitlines()[0]}") from None
 

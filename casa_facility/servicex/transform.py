@@ -83,36 +83,58 @@ def _run_query(job: dict[str, Any], reader: str) -> Any:
     return fn(reader)
 
 
-def _uproot_raw(queries: list[dict[str, Any]], reader: str) -> dict[str, Any]:
-    """uproot-raw without uproot's ``eval``: branch names and patterns only, the cut through casa's
-    safe expression core (:class:`casa_data.expr.Filter`)."""
+class _RawOutput(dict):
+    """uproot-raw's result: ``{output tree: array}``, plus ``histograms`` copied from the input."""
+
+    histograms: dict[str, Any]
+
+
+def _uproot_raw(queries: list[dict[str, Any]], reader: str) -> _RawOutput:
+    """uproot-raw as the upstream transformer runs it -- trees (``treename``: a name, a list or
+    ``{input: output}``) read with ``filter_name``/``filter_typename``/``expressions``, ``cut``;
+    ``copy_histograms`` entries copy the matching histograms -- without uproot's ``eval``:
+    branch names and patterns only, the cut through casa's safe expression core
+    (:mod:`casa_data.expr.uproot_raw`)."""
     import uproot
 
-    from casa_data.expr import Filter
+    from casa_data.expr.uproot_raw import RawCut
+    from casa_data.servicex.query import raw_trees
 
-    out = {}
+    out = _RawOutput()
+    out.histograms = {}
     with uproot.open(reader) as f:
         for q in queries:
-            tree = q["treename"]
-            if tree not in f:
-                if q.get("fail_on_missing_trees") is False:
-                    continue
-                raise KeyError(f"no tree {tree!r} in the file")
-            t = f[tree]
-            kw = {k: q[k] for k in ("filter_name", "filter_typename") if q.get(k) is not None}
-            exprs = q.get("expressions")
-            if isinstance(exprs, str):
-                exprs = [exprs]
-            if exprs:
-                missing = [e for e in exprs if e not in t.keys(recursive=True, full_paths=True) and e not in t]
-                if missing:
-                    raise KeyError(f"{missing[0]} not found in tree {tree!r}")
-            arr = t.arrays(exprs, **kw) if exprs or kw else t.arrays()
-            if q.get("cut"):
-                flt = Filter(q["cut"])
-                cols = t.arrays(sorted(flt.columns))
-                arr = arr[flt.mask({c: cols[c] for c in flt.columns})]
-            out[tree] = arr
+            if q.get("treename") is None:
+                for key in f.keys(filter_name=q["copy_histograms"], cycle=False):
+                    obj = f[key]
+                    if isinstance(obj, (uproot.behaviors.TTree.TTree, uproot.behaviors.RNTuple.RNTuple)) or \
+                            not hasattr(obj, "to_numpy"):
+                        continue  # histograms only (what uproot can write back)
+                    out.histograms[key] = obj
+                continue
+            for tree, outname in raw_trees(q).items():
+                if tree not in f:
+                    if q.get("fail_on_missing_trees") is False:
+                        continue
+                    raise KeyError(f"no tree {tree!r} in the file")
+                t = f[tree]
+                kw = {k: q[k] for k in ("filter_name", "filter_typename") if q.get(k) is not None}
+                exprs = q.get("expressions")
+                if isinstance(exprs, str):
+                    exprs = [exprs]
+                if exprs:
+                    missing = [e for e in exprs if e not in t.keys(recursive=True, full_paths=True) and e not in t]
+                    if missing:
+                        raise KeyError(f"{missing[0]} not found in tree {tree!r}")
+                arr = t.arrays(exprs, **kw) if exprs or kw else t.arrays()
+                if q.get("cut"):
+                    cut = RawCut(q["cut"])
+                    missing = sorted(c for c in cut.columns if c not in t)
+                    if missing:
+                        raise KeyError(f"the cut uses {missing[0]}, not found in tree {tree!r}")
+                    cols = t.arrays(sorted(cut.columns))
+                    arr = arr[cut.mask({c: cols[c] for c in cut.columns})]
+                out[outname] = arr
     return out
 
 
@@ -133,23 +155,29 @@ def _as_trees(data: Any, default: str) -> dict[str, Any]:
 def _store(job: dict[str, Any], data: Any) -> tuple[int, int]:
     import awkward as ak
 
-    trees = _as_trees(data, "servicex")
+    hists = getattr(data, "histograms", {})
+    if isinstance(data, _RawOutput):
+        trees = _as_trees(dict(data), "servicex") if data else {}
+    else:
+        trees = _as_trees(data, "servicex")
     events = sum(len(a) for a in trees.values())
     dest = os.path.join(job["jobdir"], job["object"])
     if job["result_format"] == "parquet":
-        (arr,) = trees.values()
+        (arr,) = trees.values()  # histograms have no place in Parquet (as upstream)
         ak.to_parquet(arr, dest)
     elif job["result_format"] == "root-rntuple":
-        _write_rntuple(dest, trees)
+        _write_rntuple(dest, trees, hists)
     else:
-        _write_root(dest, trees)
+        _write_root(dest, trees, hists)
     return os.path.getsize(dest), events
 
 
-def _write_root(path: str, trees: dict[str, Any]) -> None:
+def _write_root(path: str, trees: dict[str, Any], hists: dict[str, Any] | None = None) -> None:
     import uproot
 
     with uproot.recreate(path) as f:
+        for name, h in (hists or {}).items():
+            f[name] = h
         for name, arr in trees.items():
             cols = {k: _rootable(k, arr[k]) for k in arr.fields}
             t = f.mktree(name, {k: v.type for k, v in cols.items()})  # mktree: a TTree, not an RNTuple
@@ -157,10 +185,12 @@ def _write_root(path: str, trees: dict[str, Any]) -> None:
                 t.extend(cols)
 
 
-def _write_rntuple(path: str, trees: dict[str, Any]) -> None:
+def _write_rntuple(path: str, trees: dict[str, Any], hists: dict[str, Any] | None = None) -> None:
     import uproot
 
     with uproot.recreate(path) as f:
+        for name, h in (hists or {}).items():
+            f[name] = h
         for name, arr in trees.items():
             f.mkrntuple(name, arr)
 
