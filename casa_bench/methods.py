@@ -23,9 +23,8 @@ capabilities (:mod:`casa_bench.paths`): ``casa bench --methods <path>`` works fo
 
 from __future__ import annotations
 
-from casa_data.registry import Registry
-
 from casa_bench.base import BenchContext, BenchFile, BenchMethod, Unsupported, file_size
+from casa_data.registry import Registry
 
 __all__ = ["BenchFile", "BenchContext", "BenchMethod", "Unsupported", "register_method", "get_method",
            "available_methods", "file_size", "needs_s3"]

@@ -24,12 +24,13 @@ import platform
 import random
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from casa_data.errors import CasaError
 from casa_bench.methods import BenchContext, BenchFile, BenchMethod, Unsupported, get_method
+from casa_data.errors import CasaError
 
 __all__ = ["bench_files", "run_bench", "summarize", "DEFAULT_METHODS"]
 
@@ -235,7 +236,7 @@ def summarize(meta: dict[str, Any], raw: dict[str, dict[str, list]], counted: di
             results[name]["unsupported"] = dict(unsupported[name])
     base = results.get("local")
     if base:
-        for name, res in results.items():
+        for res in results.values():
             res["ratio_to_local"] = {
                 "whole_mb_s": _ratio(_get(res["whole_mb_s"], "median"), _get(base["whole_mb_s"], "median")),
                 "columns_events_s": _ratio(_get(res["columns_events_s"], "median"),

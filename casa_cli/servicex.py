@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 servicex_app = typer.Typer(help="casa's ServiceX-compatible endpoint.", no_args_is_help=True)
@@ -13,12 +11,12 @@ servicex_app = typer.Typer(help="casa's ServiceX-compatible endpoint.", no_args_
 def serve(
     port: int = typer.Option(15000, help="port"),
     host: str = typer.Option("127.0.0.1", help="address to bind"),
-    state: Optional[str] = typer.Option(None, help="state + output dir (default: data_dir/servicex-endpoint/state)"),
+    state: str | None = typer.Option(None, help="state + output dir (default: data_dir/servicex-endpoint/state)"),
     workers: int = typer.Option(2, help="transform processes"),
-    s3_endpoint: Optional[str] = typer.Option(None, help="S3 server for outputs; keys from CASA_SX_S3_KEY/_SECRET"),
-    issuer: Optional[str] = typer.Option(None, help="trust WLCG tokens of this issuer (with --jwks)"),
-    jwks: Optional[str] = typer.Option(None, help="the issuer's public keys (JWKS file)"),
-    audience: Optional[str] = typer.Option(None, help="the audience WLCG tokens must name"),
+    s3_endpoint: str | None = typer.Option(None, help="S3 server for outputs; keys from CASA_SX_S3_KEY/_SECRET"),
+    issuer: str | None = typer.Option(None, help="trust WLCG tokens of this issuer (with --jwks)"),
+    jwks: str | None = typer.Option(None, help="the issuer's public keys (JWKS file)"),
+    audience: str | None = typer.Option(None, help="the audience WLCG tokens must name"),
     data_root: list[str] = typer.Option([], help="a directory file lists may name (repeatable)"),
     max_files: int = typer.Option(10_000, help="input files per request"),
     max_active: int = typer.Option(8, help="unfinished requests per user"),
@@ -58,7 +56,7 @@ def serve(
 
 @servicex_app.command("errors")
 def errors(request_id: str, endpoint: str = typer.Option(..., help="endpoint URL"),
-           token_file: Optional[str] = typer.Option(None, help="file with the refresh (or WLCG) token")) -> None:
+           token_file: str | None = typer.Option(None, help="file with the refresh (or WLCG) token")) -> None:
     """List the failed files of a request and why."""
     from pathlib import Path
 

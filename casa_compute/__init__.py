@@ -31,6 +31,7 @@ _moved.install()  # old import paths of moved modules, with a DeprecationWarning
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover  (the lazy names, typed; "as" marks a re-export)
+    from .apply import apply as apply
     from .clusters import cluster as cluster
     from .clusters.base import ClusterError as ClusterError
     from .clusters.coffea_casa import CoffeaCasaCluster as CoffeaCasaCluster
@@ -39,7 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover  (the lazy names, typed; "as" marks a re-e
     from .report import Report as Report
     from .report import RunError as RunError
     from .report import RunResult as RunResult
-    from .apply import apply as apply
     from .runner import run as run
 
 

@@ -167,6 +167,7 @@ def _candidate(url: str, via: str | None):
 def _plain_path():
     """A delivery path for any fsspec URL, without options (coffea filesets of other schemes)."""
     import fsspec
+
     from casa_data.paths.base import DeliveryPath
 
     class FsspecPath(DeliveryPath):

@@ -62,7 +62,8 @@ class CachedFile:
 
 def _xcache_files(dataset: Any, catalog: Any = None) -> list[tuple[str, str, Any, int | None]]:
     """(lfn, url, path, size) of every file's XCache replica."""
-    from .dataset import Dataset, open as open_dataset
+    from .dataset import Dataset
+    from .dataset import open as open_dataset
 
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset, via="xcache", catalog=catalog)
     out = []
@@ -123,8 +124,14 @@ def prefetch(dataset: Any, catalog: Any = None, progress: bool = True, workers: 
     bar: Any = None
     task = None
     if progress:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         bar = Progress(TextColumn("prefetch"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                        TimeRemainingColumn())

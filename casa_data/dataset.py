@@ -13,8 +13,7 @@ import awkward as ak
 from . import readers
 from .access import USER_ERRORS, Candidate, Health, Replicas, fatal, translate
 from .catalog import DatasetSpec, get_catalog
-from .errors import (CasaError, ColumnNotFoundError, FileReadError, PartialResultError, ReplicaError,
-                     SchemaMismatchError)
+from .errors import CasaError, ColumnNotFoundError, FileReadError, PartialResultError, ReplicaError, SchemaMismatchError
 from .expr import Filter
 from .paths.local import looks_like_path as _looks_like_path
 from .resolver import ResolvedFile, resolve
@@ -39,7 +38,7 @@ def open(
     errors: Errors = "raise",
     query: Any = None,
     **servicex: Any,
-) -> "Dataset":
+) -> Dataset:
     """Resolve a dataset to files, by the best delivery path.
 
     Parameters
@@ -95,7 +94,7 @@ def _delivers_queries(via: str) -> bool:
 
 def open_query(dataset: Any, query: Any = None, columns: Sequence[str] | None = None, filter: Any = None, *,
                via: str = "servicex", catalog: Any = None, tree: str = "Events", errors: Errors = "raise",
-               **options: Any) -> "Dataset":
+               **options: Any) -> Dataset:
     """Deliver ``query`` over ``dataset`` through the query path ``via``; a Dataset of the outputs.
 
     ``query`` None: the path's default query for ``columns`` (and the filter's columns; the
@@ -253,7 +252,7 @@ class Dataset:
             total += f.nevents
         return total
 
-    def subset(self, files: Sequence[int]) -> "Dataset":
+    def subset(self, files: Sequence[int]) -> Dataset:
         """The same dataset restricted to the files at these indices (replicas kept)."""
         return Dataset(self.spec, [self.resolved[i] for i in files], self.columns, self.filter,
                        self.via, self.errors)

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import glob_translate
 
-from .catalog import Catalog, get_catalog
 from .access import Candidate, RangeReader, Replicas
+from .catalog import Catalog, get_catalog
 from .errors import ReplicaError
 from .resolver import ResolvedFile, resolve
 
@@ -224,7 +224,7 @@ class CasaFileSystem(AbstractFileSystem):
             reader.close()
 
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
-              cache_options: Any = None, **kwargs: Any) -> "CasaFile":
+              cache_options: Any = None, **kwargs: Any) -> CasaFile:
         if mode != "rb":
             raise NotImplementedError("casa:// is read-only; write through the delivery path's own URL")
         _, f = self._file(path)

@@ -349,8 +349,7 @@ def _converted_already(client, url: str, meta: dict[str, str], endpoint: str, se
 
 
 def _progress(enabled: bool):
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), disable=not enabled, transient=False)

@@ -44,8 +44,8 @@ def run_demo(output: str | Path = "casa-output", facility: bool = True,
     """Run the demo job and print its summary (see the module docstring)."""
     from rich.console import Console
 
-    from casa_facility import lifecycle as fac
     from casa_compute.pipeline import run_pipeline
+    from casa_facility import lifecycle as fac
 
     console = Console()
     from casa_data.demo import generate

@@ -227,7 +227,7 @@ def main() -> None:
         log.error("facility failed to start:\n%s", traceback.format_exc())
         fac.stop()
         fac.write_state(status="failed", error=f"{type(err).__name__}: {err}")
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     stop.wait()
     fac.write_state(status="stopping")
     fac.stop()

@@ -8,12 +8,22 @@ import shutil
 
 import numpy as np
 import pytest
+from compute_support import (
+    AGC,
+    NANO_DY,
+    NANO_DY_PARQUET,
+    NANO_TT,
+    assert_dimuon,
+    dimuon_fileset,
+    dimuon_oracle,
+    need,
+    same_output,
+    ttbar_oracle,
+)
 
 import casa_compute
 from casa_compute.processors import DimuonProcessor, TtbarProcessor
 from casa_compute.testing import BrokenRangeDimuon, FlakyDimuon, TokenProbe
-from compute_support import (AGC, NANO_DY, NANO_DY_PARQUET, NANO_TT, assert_dimuon,
-                             dimuon_fileset, dimuon_oracle, need, same_output, ttbar_oracle)
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
@@ -207,8 +217,9 @@ MUON_COLUMNS = ["nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon
 
 def test_arrow_batches_in_process_and_on_cluster(local):
     """Arrow input (what the ServiceX and Skyhook paths deliver): a Table and a batch stream."""
-    import casa_data
     import pyarrow.parquet as pq
+
+    import casa_data
 
     need(NANO_DY, NANO_DY_PARQUET)
     n, pairs, counts = dimuon_oracle(NANO_DY)

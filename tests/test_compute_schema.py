@@ -6,9 +6,9 @@ import awkward as ak
 import pytest
 import uproot
 from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+from compute_support import AGC, NANO_DY, NANO_TT, need
 
 from casa_compute.schemas import LenientNanoAODSchema
-from compute_support import AGC, NANO_DY, NANO_TT, need
 
 
 class Upstream(NanoAODSchema):

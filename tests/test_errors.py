@@ -9,7 +9,7 @@ import awkward as ak
 import pytest
 
 import casa_data
-from casa_data.errors import (ColumnNotFoundError, FileReadError, PartialResultError, ReplicaError)
+from casa_data.errors import ColumnNotFoundError, FileReadError, PartialResultError, ReplicaError
 
 
 @pytest.fixture

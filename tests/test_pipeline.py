@@ -392,7 +392,7 @@ def test_cli_run_and_errors(shared_data, tmp_path, casa_env):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TTBAR.read_text().replace("count(Jet) >= 4", "count(Jet) >= 4 and foo(Jet)"))
     r = cli.invoke(app, ["run", str(bad), "-c", str(CATALOG), "-o", str(tmp_path / "b")])
-    line = next(i for i, l in enumerate(bad.read_text().splitlines(), 1) if "foo(Jet)" in l)
+    line = next(i for i, ln in enumerate(bad.read_text().splitlines(), 1) if "foo(Jet)" in ln)
     col = bad.read_text().splitlines()[line - 1].index("foo(") + 1
     assert r.exit_code == 2 and f"bad.yaml:{line}:{col}: selection.events.four jets: unknown function 'foo'" \
         in " ".join(r.output.split()).replace(f"{tmp_path}/", "")
@@ -459,7 +459,7 @@ def test_invalid_spec_errors_are_located(case, tmp_path, casa_env):
     with pytest.raises(PipelineError) as err:
         plan(load_spec(spec), catalog=CATALOG)
     lines = text.splitlines()
-    line = next(i for i, l in enumerate(lines, 1) if at in l)
+    line = next(i for i, ln in enumerate(lines, 1) if at in ln)
     col = lines[line - 1].index(at) + 1
     msg = str(err.value)
     assert msg.startswith(f"{spec}:{line}:{col}: "), msg
@@ -601,7 +601,7 @@ def test_block_scalar_and_malformed_yaml_are_located(tmp_path, casa_env):
     spec = tmp_path / "spec.yaml"
     text = BASE.replace("two: count(Muon) >= 2", "two: |\n      count(Muon) >= 2\n        and foo(Muon)")
     spec.write_text(text)
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "and foo(Muon)" in l)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "and foo(Muon)" in ln)
     with pytest.raises(PipelineError, match=f"^{spec}:{line}:13: selection.events.two: unknown function 'foo'"):
         load_spec(spec)
     spec.write_text("name: t\nlumi: [10\n")
@@ -618,7 +618,7 @@ def test_runtime_error_is_located(tmp_path, casa_env):
     spec.write_text(text)
     with pytest.raises(PipelineRunError) as err:
         run_pipeline(spec, catalog=CATALOG, output=tmp_path / "out")
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "sum(Muon.pt + Jet.pt)" in l)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "sum(Muon.pt + Jet.pt)" in ln)
     col = text.splitlines()[line - 1].index("sum(") + 1
     assert f"{spec}:{line}:{col}: variables.mll: cannot evaluate 'sum(Muon.pt + Jet.pt)'" in str(err.value)
     assert "nano_dy.root entries [0, 40)" in str(err.value)

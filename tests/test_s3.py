@@ -15,8 +15,7 @@ import yaml
 
 import casa_data
 from casa_data.config import reset_config
-from casa_data.errors import (AccessDeniedError, BucketNotFoundError, CasaError, ObjectNotFoundError,
-                              ServiceError)
+from casa_data.errors import AccessDeniedError, BucketNotFoundError, CasaError, ObjectNotFoundError, ServiceError
 from casa_data.ingest import ingest
 from casa_data.paths import get_path
 from casa_facility.services.s3 import SeaweedFS
@@ -175,9 +174,8 @@ def test_ingest_to_parquet_same_histograms_and_checksums(s3, env):
 
 def _big_root(tmp_path: Path, copies: int = 4) -> Path:
     """The AGC events ``copies`` times over (~14 MB): big enough for a multipart upload."""
-    import uproot
-
     import awkward as ak
+    import uproot
 
     with uproot.open(_need(AGC)) as f:
         arr = f["Events"].arrays(["Muon_pt", "Muon_eta", "Muon_phi", "Muon_mass", "Muon_charge"], library="ak")

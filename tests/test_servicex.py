@@ -245,7 +245,7 @@ def _without_eta(path: Path) -> Path:
 def test_partial_failures_name_each_file_and_keep_the_good_ones(env):
     q = _q().Where(lambda e: e.nMuon >= 2).Select(lambda e: {"eta": e.Muon_eta, "pt": e.Muon_pt})
     files = [AGC, _without_eta(env / "no_eta.root"), SHARED / "agc" / "no-such-file.root"]
-    for attempt in range(2):  # the second run must not re-attach silently to the failed request
+    for _attempt in range(2):  # the second run must not re-attach silently to the failed request
         with pytest.raises(PartialResultError) as err:
             casa_data.open(files, query=q, progress=False)
         msg = str(err.value)

@@ -27,8 +27,8 @@ import yaml
 import casa_data
 from casa_data.config import reset_config
 from casa_data.errors import ColumnNotFoundError, FilterError, ObjectNotFoundError, ServiceError, TokenError
-from casa_facility.services.skyhook import SkyhookService
 from casa_data.skyhook import SkyhookClient, SkyhookDataset, SkyhookUnavailable
+from casa_facility.services.skyhook import SkyhookService
 from casa_facility.skyhook.server import SkyhookServer
 
 AGC = "agc/open-data-example.root"

@@ -25,9 +25,9 @@ import yaml
 import casa_data
 from casa_data.errors import CasaError, FileReadError, ReplicaError, ServiceError, TokenError
 from casa_data.paths import get_path
+from casa_data.tokens import BearerToken, TokenPermissionWarning, find_token
 from casa_facility.services.pki import TestIssuer, write_token_file
 from casa_facility.services.xrootd import ORIGIN_AUDIENCE, XRootDStack
-from casa_data.tokens import BearerToken, TokenPermissionWarning, find_token
 
 COLUMNS = ["nMuon", "Muon_pt", "Muon_eta"]
 FILES = {  # LFN under /store -> shared data file

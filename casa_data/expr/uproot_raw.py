@@ -18,8 +18,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from ..errors import FilterError
 from .core import MATH, ExprError, Language, parse
 from .evaluate import Evaluator

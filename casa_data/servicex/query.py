@@ -19,14 +19,8 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
-import contextlib
-import functools
 import hashlib
 import json
-import os
-import tempfile
-import time
-import traceback
 from pathlib import PurePosixPath
 from typing import Any
 

@@ -23,8 +23,15 @@ import pyarrow as pa
 
 from .. import readers
 from ..access import Candidate, Replicas
-from ..errors import (CasaError, ColumnNotFoundError, FileReadError, FilterError, ObjectNotFoundError,
-                      ServiceError, TokenError)
+from ..errors import (
+    CasaError,
+    ColumnNotFoundError,
+    FileReadError,
+    FilterError,
+    ObjectNotFoundError,
+    ServiceError,
+    TokenError,
+)
 from ..expr import Filter
 from ..tokens import BearerToken, find_token
 from .protocol import HistSpec, Request, fill_values
@@ -295,7 +302,7 @@ class SkyhookDataset:
         except SkyhookUnavailable as err:
             return client_histogram(self._fallback(err), spec, filter)
 
-    def _fallback(self, err: SkyhookUnavailable) -> "FallbackScan":
+    def _fallback(self, err: SkyhookUnavailable) -> FallbackScan:
         if not self.fallback:
             raise err
         from .protocol import file_format

@@ -5,7 +5,8 @@
 
 Outputs go to ``s3=`` (a :class:`~casa_facility.services.s3.SeaweedFS` or ``{endpoint_url, key,
 secret}``: a bucket per request; see :func:`OutputSeaweedFS`) or, by default, to
-``<workdir>/state/outputs``; clients read them through the endpoint's own S3 subset either way. Ready means: ``/servicex`` answers and every transform worker has
+``<workdir>/state/outputs``; clients read them through the endpoint's own S3 subset either way.
+Ready means: ``/servicex`` answers and every transform worker has
 imported func_adl_uproot, uproot and dask (so the first request does not pay ~2 s of imports).
 The state dir survives :meth:`stop`; ``start()`` again on the same workdir resumes requests.
 """

@@ -21,7 +21,8 @@ Security (see :mod:`.settings`, :mod:`.sandbox`):
 Outputs go to a bucket per request on the facility S3 server, or to ``DIR/outputs/<request>/``.
 Either way clients read them through this app's read-only S3 subset (HEAD/GET with Range,
 ListObjectsV2, only the buckets of its requests) on the same port, so the facility's S3 keys,
-which ServiceX would put in every status reply, never leave the endpoint. Status, files and per-file errors are in ``DIR/state.sqlite``; on start, unfinished
+which ServiceX would put in every status reply, never leave the endpoint. Status, files and
+per-file errors are in ``DIR/state.sqlite``; on start, unfinished
 requests resume where they stopped. ``GET .../{id}/errors`` lists failed files and why.
 """
 
@@ -50,11 +51,11 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from casa_data.servicex.query import CODEGENS, QueryError, compile_query, object_name
 from casa_facility.servicex.scheduler import Scheduler
 from casa_facility.servicex.settings import LOOPBACK_HOSTS, Settings
 from casa_facility.servicex.settings import s3_admin as _s3_admin
 from casa_facility.servicex.store import DONE, Store
-from casa_data.servicex.query import CODEGENS, QueryError, compile_query, object_name
 
 __all__ = ["create_app", "main"]
 
@@ -146,7 +147,7 @@ def verify_sigv4(request: Request, secret_for, owners: dict[str, str]) -> str:
     if secret is None:
         raise SigV4Error("unknown access key")
     try:
-        t = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+        t = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
     except ValueError:
         raise SigV4Error("X-Amz-Date is missing or malformed") from None
     if not amz_date.startswith(date):
@@ -323,7 +324,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 since = dt.datetime.fromisoformat(later_than)
                 if since.tzinfo is not None:
-                    since = since.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                    since = since.astimezone(dt.UTC).replace(tzinfo=None)
             except (ValueError, OverflowError):
                 raise HTTPException(400, f"later_than: {later_than[:100]!r} is not an ISO 8601 time") from None
         rows = store.files(request_id, status=status, later_than=since.isoformat(timespec="microseconds") if since else None)
@@ -622,8 +623,9 @@ def _dataset(d: dict[str, Any], with_files: bool = False) -> dict[str, Any]:
 
 def _proxy_object(settings: Settings, bucket: str, key: str, request: Request) -> Response:
     """HEAD/GET (with Range) of an output on the facility S3, streamed: clients never get its keys."""
-    from botocore.exceptions import ClientError
     from email.utils import format_datetime
+
+    from botocore.exceptions import ClientError
 
     s3, kw = _s3_admin(settings), {"Bucket": bucket, "Key": key}
     try:
@@ -637,7 +639,7 @@ def _proxy_object(settings: Settings, bucket: str, key: str, request: Request) -
         code = err.response.get("Error", {}).get("Code", "")
         raise HTTPException(404 if code in ("404", "NoSuchKey", "NotFound") else 502, code or "S3 error") from None
     headers = {"Content-Length": str(o["ContentLength"]), "ETag": o.get("ETag", ""), "Accept-Ranges": "bytes",
-               "Last-Modified": format_datetime(o["LastModified"].astimezone(dt.timezone.utc), usegmt=True)}
+               "Last-Modified": format_datetime(o["LastModified"].astimezone(dt.UTC), usegmt=True)}
     if request.method == "HEAD":
         return Response(status_code=200, headers=headers, media_type="application/octet-stream")
     status = 200

@@ -293,7 +293,7 @@ def _private_mounts(home: str, base: str) -> None:
             e = ctypes.get_errno()
             raise OSError(e, f"mount {src} on {dst}: {os.strerror(e)}")
 
-    MS_BIND, MS_REC, MS_PRIVATE, MS_MOVE, MS_RDONLY, MS_REMOUNT = 4096, 16384, 1 << 18, 8192, 1, 32
+    MS_BIND, MS_REC, MS_PRIVATE, MS_RDONLY, MS_REMOUNT = 4096, 16384, 1 << 18, 1, 32
     if libc.unshare(0x00020000 | 0x40000000) != 0:  # CLONE_NEWNS | CLONE_NEWNET: no network either
         e = ctypes.get_errno()
         raise SandboxError(f"the sandbox needs a private mount namespace (to hide {', '.join(by_block)}) and "

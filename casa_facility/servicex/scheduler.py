@@ -25,8 +25,16 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casa_facility.servicex.sandbox import (Limits, Worker, WorkerDied, _clean_stale, ensure_user, make_base,
-                                            owner_file, private_dir)
+from casa_facility.servicex.sandbox import (
+    Limits,
+    Worker,
+    WorkerDied,
+    _clean_stale,
+    ensure_user,
+    make_base,
+    owner_file,
+    private_dir,
+)
 from casa_facility.servicex.settings import s3_admin
 from casa_facility.servicex.store import DONE, Store
 

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS datasets (
 
 def now() -> str:
     """UTC now as naive ISO 8601 (the servicex client reads these as UTC)."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 class Store:
