@@ -157,7 +157,7 @@ def oracle_histograms(files: dict[str, Path]) -> dict[str, np.ndarray]:
         pass
 
     fileset = {}
-    for name, (proc, var, xsec, fname) in SAMPLES.items():
+    for proc, var, xsec, fname in SAMPLES.values():
         n = uproot.open(files[fname])["Events"].num_entries
         fileset[f"{proc}__{var}"] = {"files": {str(files[fname]): "Events"},
                                      "metadata": {"process": proc, "variation": var, "xsec": xsec, "nevts": n}}
@@ -332,8 +332,8 @@ def _single(tmp: Path, chunksize: int, small: bool = False, **extra) -> Path:
 
 
 def test_smearing_is_the_same_for_any_chunk_size(agc, tmp_path):
-    res = {n: run_pipeline(_single(tmp_path, n, small=True), via="local", catalog=agc["catalog"], output=tmp_path / f"o{n}",
-                           force=True) for n in (7, 10_000)}
+    res = {n: run_pipeline(_single(tmp_path, n, small=True), via="local", catalog=agc["catalog"],
+                           output=tmp_path / f"o{n}", force=True) for n in (7, 10_000)}
     assert res[7].summary["chunks"] == 9 and res[10_000].summary["chunks"] == 1
     a, b = (read_histograms(r.outdir) for r in res.values())
     for key in a:
@@ -436,3 +436,31 @@ def test_io_only_reads_the_columns_and_skips_processing(agc, tmp_path):
     assert s["io_only"] and s["bytes_read"] > 0 and s["events_in"] == 200
     assert s["events_per_second_per_core"] > 0
     assert all(v["sum"] == 0 for v in s["histograms"].values())
+
+
+def test_skyhook_scan_gives_the_local_result(agc, skyhook_server, shared_data, tmp_path, monkeypatch):
+    """The server-side scan gets the union of the variations' columns and the loosened pre-filter."""
+    cfg = yaml.safe_load(Path(os.environ["CASA_CONFIG"]).read_text())
+    cfg["paths"]["skyhook"] = {"token": skyhook_server.token, "timeout": 120}
+    (tmp_path / "casa.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("CASA_CONFIG", str(tmp_path / "casa.yaml"))
+    reset_config()
+    rel = "coffea/nano_tt_v12.root"
+    cat = tmp_path / "catalog.yaml"
+    replicas = [str(shared_data / rel), {"url": skyhook_server.url(rel), "via": "skyhook"}]
+    cat.write_text(yaml.safe_dump({"datasets": [
+        {"name": "agc/ttbar__nominal", "files": [{"lfn": "/x/tt.root", "replicas": replicas}]}]}))
+    spec = _single(tmp_path, 100_000)
+    try:
+        local = run_pipeline(spec, via="local", catalog=cat, output=tmp_path / "local", force=True)
+        sky = run_pipeline(spec, via="skyhook", catalog=cat, output=tmp_path / "sky", force=True)
+    finally:
+        reset_config()
+    info = sky.summary["datasets"]["ttbar"]["delivery"]
+    assert "Jet_pt" not in info["pushed_filter"] and "event" in info["pushed_columns"]
+    assert info["delivered_events"] < 200  # the lepton cut ran on the server
+    a, b = read_histograms(local.outdir), read_histograms(sky.outdir)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(b[key]["contents"], a[key]["contents"], rtol=1e-12, err_msg=key)
+    assert sum(a["4j1b_ttbar_pt_res_up"]["contents"]) > 0

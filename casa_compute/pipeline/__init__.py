@@ -4,9 +4,12 @@
 >>> res = run_pipeline("zmumu.yaml", via="local")          # doctest: +SKIP
 >>> res.hists["mll"], res.summary["datasets"]["dy"]["cutflow"]
 
-Modules: :mod:`.spec` (the YAML schema), :mod:`.expr` (the expression grammar), :mod:`.check`
-(types, columns, push-down), :mod:`.processor` (the coffea processor), :mod:`.outputs`,
-:mod:`.cache`, :mod:`.materialize` (Skyhook/ServiceX reductions), :mod:`.run` (the command is `casa_cli.run`). Examples: ``casa_compute/pipeline/examples/*.yaml``.
+Modules: :mod:`.spec` (the YAML schema; :mod:`.varspec` its variation models), :mod:`.expr` (the
+expression grammar), :mod:`.check` (types, columns), :mod:`.pushdown` (pre-filters),
+:mod:`.processor` (the coffea processor), :mod:`.variations` (random numbers, corrections, user
+code), :mod:`.validate` (the AGC's JSON layout, comparisons), :mod:`.outputs`, :mod:`.cache`,
+:mod:`.materialize` (Skyhook/ServiceX reductions), :mod:`.run` (the command is `casa_cli.run`).
+Examples: ``casa_compute/pipeline/examples/*.yaml``.
 """
 
 from __future__ import annotations

@@ -158,7 +158,8 @@ class Expr:
             if isinstance(node, ast.Constant) and (node.lineno, node.col_offset) in self.strings \
                     and (node.lineno, node.col_offset) not in allowed:
                 raise self.fail(node, "text constants are only allowed as arguments of corr()")
-        first = [n.args[0] for n in ast.walk(self.tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "corr"]
+        first = [n.args[0] for n in ast.walk(self.tree)
+                 if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "corr"]
         for a in first:
             if self.text_of(a) is None:
                 raise self.fail(a, 'corr() takes the correction\'s name first, as text: corr("name", ...)')

@@ -13,8 +13,9 @@ import casa_data
 from casa_data.errors import CasaError, DatasetNotFoundError
 
 from . import cache
-from .check import Checker, Schema, loose_count_cut, pushdown_filter
+from .check import Checker, Schema
 from .expr import PipelineError
+from .pushdown import loose_count_cut, pushdown_filter
 from .spec import Pipeline, load_spec
 
 __all__ = ["run_pipeline", "plan", "Plan", "PipelineResult", "PipelineRunError"]
@@ -300,7 +301,8 @@ def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, 
                                                  for n, h in hists.items()},
         "host": platform.node(),
         # the AGC's metrics: event rate per core = entries / summed process time; bytes read
-        "events_per_second_per_core": round(sum(st.events for st in stats) / max(sum(st.seconds for st in stats), 1e-9), 1),
+        "events_per_second_per_core": round(sum(st.events for st in stats)
+                                            / max(sum(st.seconds for st in stats), 1e-9), 1),
         "process_seconds": round(sum(st.seconds for st in stats), 4), "io_only": io_only,
         "combos": output_.get("combos"),
     }

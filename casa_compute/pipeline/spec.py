@@ -64,13 +64,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from casa_data.errors import close_matches
 from casa_data.yamlspec import load_yaml, locate
 
 from .expr import Expr, PipelineError, Where, located
+from .varspec import FunctionRef, PseudoTerm, Variation
 
 __all__ = ["PipelineSpec", "Pipeline", "load_spec", "DatasetEntry", "Histogram", "Axis"]
 
@@ -141,49 +151,6 @@ class ObjectDef(_Strict):
     cut: str | None = None
 
 
-class FunctionRef(_Strict):
-    """User code (same trust as a coffea processor): ``package.module:callable``, run on the workers
-    as ``callable(events, objects)`` -> one number per event; ``columns``: the branches it reads."""
-
-    function: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
-    columns: list[str] = Field(default_factory=list)
-
-
-class Variation(_Strict):
-    """A shape variation (``shape``), a one-sided (``weight``) or up/down (``up``, ``down``) weight."""
-
-    shape: dict[str, str] | None = None
-    weight: str | FunctionRef | None = None
-    up: str | FunctionRef | None = None
-    down: str | FunctionRef | None = None
-    datasets: list[str] | None = Field(None, description="the dataset labels it applies to "
-                                       "(default: every nominal dataset)")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "Variation":
-        kinds = [k for k, v in (("shape", self.shape), ("weight", self.weight)) if v is not None]
-        if self.up is not None or self.down is not None:
-            if self.up is None or self.down is None:
-                raise ValueError("a weight variation with up needs down too (and the other way round)")
-            kinds.append("up/down")
-        if len(kinds) != 1:
-            raise ValueError("a variation is one of: shape: {Collection.field: expression}, weight: "
-                             f"expression, or up: and down: expressions (got {', '.join(kinds) or 'none'})")
-        if self.shape is not None and not self.shape:
-            raise ValueError("shape: needs at least one Collection.field: expression")
-        return self
-
-    def names(self, name: str) -> list[str]:
-        """The variation axis entries it makes."""
-        return [f"{name}_up", f"{name}_down"] if self.up is not None else [name]
-
-
-class PseudoTerm(_Strict):
-    process: str
-    variation: str = "nominal"
-    factor: float = 1.0
-
-
 class Selection(_Strict):
     objects: dict[str, str | ObjectDef] = Field(default_factory=dict)
     events: dict[str, str] = Field(default_factory=dict)
@@ -202,7 +169,7 @@ class Axis(_Strict):
     flow: bool = True
 
     @model_validator(mode="after")
-    def _kind(self) -> "Axis":
+    def _kind(self) -> Axis:
         if self.type is None:
             self.type = ("variable" if self.edges is not None else "category" if self.categories is not None
                          else "regular" if self.bins is not None else "integer")
@@ -240,7 +207,7 @@ class Histogram(_Strict):
     title: str | None = None
 
     @model_validator(mode="after")
-    def _size(self) -> "Histogram":
+    def _size(self) -> Histogram:
         cells = 1
         for a in self.axes:
             cells *= max(a.ncells(), 1)
@@ -358,8 +325,10 @@ def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
 
 def _where(pipe: Pipeline, loc: tuple) -> Where:
     node = _node_at(pipe.node, loc)
-    return Where(pipe.path, node.start_mark.line + 1, node.start_mark.column + 1, node.style or None,
-                  ".".join(str(x) for x in loc)) if node is not None else Where(pipe.path, field=".".join(map(str, loc)))
+    name = ".".join(str(x) for x in loc)
+    if node is None:
+        return Where(pipe.path, field=name)
+    return Where(pipe.path, node.start_mark.line + 1, node.start_mark.column + 1, node.style or None, name)
 
 
 def _expr(pipe: Pipeline, loc: tuple, text: str) -> None:

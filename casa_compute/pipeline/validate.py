@@ -81,7 +81,9 @@ class Difference:
     reference: float | None = None
 
     def row(self) -> list[str]:
-        f = (lambda x: "" if x is None else f"{x:.6g}")
+        def f(x: float | None) -> str:
+            return "" if x is None else f"{x:.6g}"
+
         return [self.name, self.what, "" if self.bin is None else str(self.bin), f(self.ours), f(self.reference),
                 "" if self.ours is None or self.reference is None else f"{self.ours - self.reference:+.6g}"]
 
