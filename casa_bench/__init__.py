@@ -1,4 +1,5 @@
-"""``casa bench``: compare delivery paths (local disk, S3 via s3fs, S3 via Arrow, plug-ins) on one dataset.
+"""``casa bench``: compare delivery paths (local disk, S3 via s3fs, S3 via Arrow, plug-ins) on one dataset,
+and sweep them over concurrent readers (:func:`sweep`, :mod:`casa_bench.sweep`).
 
 >>> from casa_bench import bench                                  # doctest: +SKIP
 >>> doc = bench(["../shared/data/agc/open-data-example.root"], embedded=True, quick=True)
@@ -28,8 +29,9 @@ from casa_bench.methods import (
 )
 from casa_bench.runner import DEFAULT_METHODS, bench_files, markdown_table, run_bench, write_outputs
 
-__all__ = ["bench", "sweep", "BenchMethod", "BenchFile", "BenchContext", "Unsupported", "register_method", "available_methods",
-           "get_method", "run_bench", "bench_files", "markdown_table", "write_outputs", "local_files"]
+__all__ = ["bench", "sweep", "BenchMethod", "BenchFile", "BenchContext", "Unsupported", "register_method",
+           "available_methods", "get_method", "run_bench", "bench_files", "markdown_table", "write_outputs",
+           "local_files"]
 
 QUICK = {"reps": 2, "nranges": 40}
 

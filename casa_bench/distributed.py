@@ -26,7 +26,7 @@ _ON_WORKER: dict[str, Any] = {}  # method name -> the set-up method, in each wor
 
 def _prepare(name: str, ctx: BenchContext) -> str:
     from casa_bench.methods import get_method
-    from casa_bench.sweep import warm
+    from casa_bench.reader import warm
 
     if name not in _ON_WORKER:
         m = get_method(name)
@@ -44,7 +44,7 @@ def _teardown() -> None:
 def _worker_level(name: str, pat: Pattern, ctx: BenchContext, replay: dict, first: int, n: int, total: int,
                   start_at: float, duration: float, budget: int) -> dict[str, Any]:
     """Readers ``first .. first+n-1`` (of ``total``) on this worker, from ``start_at`` for ``duration``."""
-    from casa_bench.sweep import _ttfb_call, reader_loop
+    from casa_bench.reader import reader_loop, ttfb_call
     from casa_bench.workload import operations
 
     m = _ON_WORKER.get(name) or _ON_WORKER[_prepare(name, ctx)]
@@ -54,7 +54,7 @@ def _worker_level(name: str, pat: Pattern, ctx: BenchContext, replay: dict, firs
         i = first + j
         ops = operations(m, pat, ctx.files, ctx.columns, replay, i, total)
         time.sleep(max(0.0, start_at - time.time()))
-        out[j] = reader_loop(ops, start_at + duration, budget, ttfb=_ttfb_call(m, pat, ctx.files[i % len(ctx.files)]))
+        out[j] = reader_loop(ops, start_at + duration, budget, ttfb=ttfb_call(m, pat, ctx.files[i % len(ctx.files)]))
 
     t = os.times()
     threads = [threading.Thread(target=run, args=(j,)) for j in range(n)]
