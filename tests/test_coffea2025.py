@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import awkward as ak
@@ -287,6 +286,8 @@ def sx_env(servicex_server, tmp_path, monkeypatch):
     cfg = tmp_path / "casa.yaml"
     cfg.write_text(yaml.safe_dump({"paths": {"servicex": {"endpoint": servicex_server.url, "token_file": str(tok)}}}))
     monkeypatch.setenv("CASA_CONFIG", str(cfg))
+    # the plain servicex client takes $BEARER_TOKEN_FILE as its access token: not the XCache's
+    monkeypatch.delenv("BEARER_TOKEN_FILE", raising=False)
     reset_config()
     yield servicex_server
     reset_config()
