@@ -97,8 +97,8 @@ def section(runs: list[tuple[str, dict[str, Any]]], quick: bool, load: tuple[lis
              f"{runs[0][1]['meta']['duration_s']} s; the real 100k-event dimuon file (3.6 MB, page-cached). "
              "Saturation: the fewest readers within 10 % of the best level's MB/s. Cores: CPU seconds / "
              "wall seconds of the level, from /proc/<pid>/stat (client: this process; servers: ours). Column reads "
-             "count the bytes uproot requests for those columns (recorded), whatever the path moves "
-             "(Skyhook sends ~1 % of them: Arrow of the projection).",
+             "count the bytes uproot requests for those columns (recorded); wire/requested is what the path "
+             "moved per such byte (through a counting relay, one untimed pass).",
              ""]
     b, a = load
     lines.append(f"**The machine was loaded** (shared with other engineers): load average {b[0]:.1f} / {b[1]:.1f} / "
@@ -106,14 +106,14 @@ def section(runs: list[tuple[str, dict[str, Any]]], quick: bool, load: tuple[lis
                  "Absolute numbers are low and noisy; read the shapes and the ratios." if max(b[0], a[0]) > 1.0 else
                  f"Load average {b[0]:.1f} before, {a[0]:.1f} after.")
     lines += ["", "| S3 server | method | pattern | saturates at | MB/s there | best MB/s | p99 ms at 16 | "
-              "CPU s/GB client / servers | what limits it at saturation (cores per process, measured) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "CPU s/GB client / servers | wire/requested | what limits it at saturation (cores per process, measured) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     figures: dict[str, Any] = {}
     for server, doc in runs:
         for m, pats in doc["results"].items():
             for p, r in pats.items():
                 if not r["levels"]:
-                    lines.append(f"| {server} | {m} | {p} | n/a: {r.get('unsupported') or r.get('error')} | | | | | |")
+                    lines.append(f"| {server} | {m} | {p} | n/a: {r.get('unsupported') or r.get('error')} | | | | | | |")
                     continue
                 sat = r["saturation"]
                 lv = _level(r, sat)
@@ -121,8 +121,10 @@ def section(runs: list[tuple[str, dict[str, Any]]], quick: bool, load: tuple[lis
                 at16 = _level(r, 16)
                 p99 = f"{at16['p99_ms']:.1f}" if at16 else "n/a"
                 cpu = f"{_num(lv['client_cpu_s_per_gb'])} / {_num(lv['server_cpu_s_per_gb'])}"
+                amp = (r.get("bytes") or {}).get("amplification")
+                amp_s = "n/a" if amp is None else f"{amp:.3f}"
                 lines.append(f"| {server} | {m} | {p} | {sat} | {lv['mb_s']:.1f} | {best:.1f} | {p99} | {cpu} "
-                             f"| {_busiest(lv)} |")
+                             f"| {amp_s} | {_busiest(lv)} |")
                 figures[f"{server}/{m}/{p}"] = {"sat": sat, "mb_s": lv["mb_s"], "p99_16": at16 and at16["p99_ms"]}
     lines += ["", "MB/s per level (readers: MB/s):", ""]
     for server, doc in runs:
