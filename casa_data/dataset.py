@@ -28,12 +28,12 @@ _USER_ERRORS = USER_ERRORS  # the caller's errors, not a replica's: never fail o
 
 
 def open(
-    dataset: str | os.PathLike | DatasetSpec | Sequence[str | os.PathLike],
+    dataset: str | os.PathLike[str] | DatasetSpec | Sequence[str | os.PathLike[str]],
     columns: Sequence[str] | None = None,
     filter: str | Filter | None = None,
     via: str | None = None,
     *,
-    catalog: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    catalog: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     tree: str = "Events",
     errors: Errors = "raise",
     query: Any = None,
@@ -82,7 +82,7 @@ def _spec(dataset: Any, catalog: Any, tree: str) -> DatasetSpec:
     if isinstance(dataset, (str, os.PathLike)) and not _looks_like_path(os.fspath(dataset)):
         return get_catalog(catalog).get(os.fspath(dataset))
     if isinstance(dataset, (str, os.PathLike)):
-        return DatasetSpec.from_paths([dataset], tree=tree)
+        return DatasetSpec.from_paths([os.fspath(dataset)], tree=tree)
     return DatasetSpec.from_paths(list(dataset), tree=tree)
 
 
@@ -224,7 +224,7 @@ class Dataset:
             return False
         return {f.lfn for f in self.resolved} <= theirs
 
-    def _sources(self, picked: list[ResolvedFile], step_size: int | None):
+    def _sources(self, picked: list[ResolvedFile], step_size: int | None) -> list[Any]:
         """:class:`~casa_data.dask_events.EventSource` per file (entries counted if unknown)."""
         from .dask_events import EventSource, even_steps
 
@@ -294,15 +294,15 @@ class Dataset:
                     raise
                 failed[f.lfn] = err
         if failed and errors == "skip":
-            for lfn, err in failed.items():
-                log.warning("skipping %s of %s: %s", lfn, self.name, err)
+            for lfn, exc in failed.items():
+                log.warning("skipping %s of %s: %s", lfn, self.name, exc)
         self.failures.update(failed)
         if failed and errors == "raise":
             raise PartialResultError(self.name, out, failed)
         return out
 
     # -- reads --------------------------------------------------------------------------------------
-    def _args(self, columns, filter) -> tuple[list[str] | None, Filter | None]:
+    def _args(self, columns: Sequence[str] | None, filter: str | Filter | None) -> tuple[list[str] | None, Filter | None]:
         cols = list(columns) if columns is not None else self.columns
         flt = Filter(filter) if filter is not None else self.filter
         return cols, flt
@@ -320,16 +320,16 @@ class Dataset:
         return _concat(parts)
 
     def to_arrow(self, columns: Sequence[str] | None = None, filter: str | Filter | None = None,
-                 errors: Errors | None = None):
+                 errors: Errors | None = None) -> Any:
         """All files as one ``pyarrow.Table``."""
         import pyarrow as pa
 
         cols, flt = self._args(columns, filter)
 
-        def read(c: Candidate):
+        def read(c: Candidate) -> Any:
             return readers.read_arrow(c, self.format, self.tree, cols, flt)
 
-        def concat(tables):
+        def concat(tables: list[Any]) -> Any:
             nonempty = [t for t in tables if t.num_rows] or tables[:1]
             return pa.concat_tables(nonempty, promote_options="permissive") if nonempty else pa.table({})
 
@@ -351,7 +351,7 @@ class Dataset:
         for f in self.resolved:
             started = False
 
-            def first(c: Candidate):
+            def first(c: Candidate) -> tuple[Any, Any, Candidate]:
                 it = readers.iter_arrow(c, self.format, self.tree, cols, flt, batch_size)
                 return it, next(it, None), c
 
@@ -380,7 +380,7 @@ class Dataset:
                 raise wrapped from err
 
     def events(self, file: int | None = None, entry_start: int | None = None, entry_stop: int | None = None,
-               schema: Any = None, mode: str = "virtual", step_size: int | None = 100_000):
+               schema: Any = None, mode: str = "virtual", step_size: int | None = 100_000) -> Any:
         """coffea NanoEvents (NanoAOD schema by default).
 
         With one file, or ``file=i``, that file's events (``mode="virtual"``: columns load on
@@ -407,7 +407,7 @@ class Dataset:
                                              if b > lo and (hi is None or a < hi)), s.metadata) for s in sources]
             return dask_events(sources, schema, label=f"casa-{self.name.replace('/', '-')}")
 
-        def build(c: Candidate):
+        def build(c: Candidate) -> Any:
             if self.format == "parquet":
                 return NanoEventsFactory.from_parquet(
                     c.path.reader_url(c.url), schemaclass=schema, mode=mode, entry_start=entry_start,
@@ -474,7 +474,8 @@ class _SameTypes:
     """Rejects a file whose columns have other types than the first file's (SchemaMismatchError)."""
 
     def __init__(self, types: Callable[[Any], dict[str, str]]):
-        self.types, self.first = types, None  # type: ignore[var-annotated]
+        self.types = types
+        self.first: dict[str, str] | None = None
 
     def __call__(self, part: Any, url: str) -> None:
         got = self.types(part)
