@@ -287,7 +287,7 @@ def _client_for(cluster):
 
 
 def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None = None, *,
-        chunksize: int = 100_000, schema: type[Any] | None = None, retries: int = 2,
+        chunksize: int | None = None, schema: type[Any] | None = None, retries: int = 2,
         skip_bad_files: bool = False, progress: bool = True,
         token: str | os.PathLike[str] | None = "auto", fanin: int = 8, dataset_name: str | None = None,
         no_workers_timeout: float = 600.0, console: Console | None = None,
@@ -308,7 +308,10 @@ def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None 
         :func:`casa_compute.cluster`), a kind (``"local"``, ``"slurm"``, ...), created and
         closed here, or ``"facility"``: the scheduler of ``casa facility up``.
     chunksize
-        Maximum entries per chunk (Parquet chunks never span row groups).
+        Maximum entries per chunk (Parquet chunks never span row groups). None (default): chosen
+        from the first file's size, entries and branch count and the number of workers
+        (:func:`casa_compute.sizing.auto_chunksize`: ~256 MiB of memory per chunk, at least 4
+        chunks per worker, between 10,000 and 500,000); Arrow input keeps its batches.
     schema
         NanoEvents schema class; default NanoAOD (missing event-id branches only warn).
     retries
@@ -348,6 +351,11 @@ def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None 
     if max_chunks is not None and max_chunks < 1:
         raise ValueError(f"max_chunks must be >= 1, got {max_chunks}")
     items = limit(files_of(dataset), max_files)
+    if chunksize is None:
+        from .sizing import auto_chunksize, workers_of
+
+        chunksize = (100_000 if all(i.steps is not None for i in items)  # the steps are the chunks
+                     else auto_chunksize(items, workers_of(cluster)))
     if cluster is None:
         part = _run_local(processor, items, chunksize, schema, retries, progress, report, max_chunks)
     else:
