@@ -86,6 +86,8 @@ class Plan:
     def describe(self) -> str:
         """The plan as text (``casa run --dry-run``): inputs, columns, what is pushed where."""
         lines = [f"pipeline {self.pipe.spec.name} ({self.pipe.path}), spec hash {self.pipe.hash[:12]}"]
+        if self.pipe.varied:
+            lines.append(f"  variations: {', '.join(self.pipe.variation_names())}")
         for lab, d in self.datasets.items():
             via = d.via or (d.dataset.resolved[0].candidates[0].via if d.dataset.resolved else "auto")
             norm = "not scaled" if d.norm is None else (
