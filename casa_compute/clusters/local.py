@@ -4,6 +4,7 @@ tuned for uproot/awkward work (see :class:`CasaNanny`)."""
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import dask
@@ -26,6 +27,15 @@ def worker_overrides(kind: str = "local") -> dict[str, Any]:
     return out
 
 
+def _initial_environ() -> set[str]:
+    """Names in the environment this process was started with (Linux: /proc/self/environ)."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return {item.split(b"=", 1)[0].decode(errors="replace") for item in f.read().split(b"\0") if item}
+    except OSError:  # no /proc: treat every variable as the user's
+        return set(os.environ)
+
+
 class CasaNanny(Nanny):
     """A nanny whose worker process starts without ``MALLOC_TRIM_THRESHOLD_`` (and without the
     statistical profiler), per ``casa-compute.local`` in ``jobqueue.yaml``.
@@ -40,7 +50,23 @@ class CasaNanny(Nanny):
 
     _casa_kind = "local"
 
+    async def instantiate(self):  # type: ignore[override]
+        # A plain distributed nanny earlier in this process leaves its pre-spawn variables in
+        # os.environ, and a spawned worker inherits them. Variables casa unsets are dropped for
+        # the spawn unless they were in the environment this process started with (the user's).
+        leaked = {var: os.environ[var] for var in self._casa_unset
+                  if var in os.environ and var not in _initial_environ()}
+        for var in leaked:
+            del os.environ[var]
+        try:
+            return await super().instantiate()
+        finally:
+            for var, value in leaked.items():
+                os.environ.setdefault(var, value)
+
     def __init__(self, *args: Any, config: dict | None = None, **kwargs: Any) -> None:
+        self._casa_unset = [var for var, value in (setting("worker-environ", self._casa_kind) or {}).items()
+                            if value is None]
         # The environment is read here (pre_spawn_env); the worker's config is a shallow merge
         # of the global one, so it gets a full copy taken while the overrides are in place.
         with dask.config.set(worker_overrides(self._casa_kind)):
