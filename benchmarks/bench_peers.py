@@ -84,6 +84,14 @@ class UserDimuonDask(processor.ProcessorABC):
         return accumulator
 
 
+def _importable():
+    """This module under its own name, so that workers unpickle the processors by reference (a
+    class defined in ``__main__`` is pickled by value and rebuilt for every task)."""
+    import importlib
+
+    return importlib.import_module("bench_peers")
+
+
 def _timed(fn):
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
@@ -92,6 +100,9 @@ def _timed(fn):
 
 def peers(files, repeat, chunk):
     from distributed import Client, LocalCluster
+
+    mod = _importable()
+    UserDimuon, UserDimuonDask = mod.UserDimuon, mod.UserDimuonDask  # noqa: N806
 
     fileset = {"zmumu": {"files": {str(f): "Events" for f in files}}}
     paths = [str(f) for f in files]
@@ -174,6 +185,7 @@ def cluster_vs_inprocess(files, repeat):
     from distributed import Client
 
     paths = [str(f) for f in files]
+    UserDimuon = _importable().UserDimuon  # noqa: N806
     out = {}
     with casa_compute.cluster("local", n_workers=2, threads_per_worker=1) as c, \
             Client(c, security=c.security) as client:
@@ -216,14 +228,15 @@ def main() -> None:
         d2.mkdir()
         f1, f2 = replicate(d1, n1, per1), replicate(d2, n2, per2)
         total1 = n1 * per1
-        times, cpu, loads1 = peers(f1, args.repeat, chunk)
         big = [(n2 * per2, f2)]
         if args.big:
             d4 = Path(tmp, "4m")
             d4.mkdir()
             f4 = f2 + [Path(p) for p in [_copy(f, d4, i) for i, f in enumerate(f2)]]
             big.append((2 * n2 * per2, f4))
+        # part 2 first: a process that has not yet run coffea's executors and plain Dask
         scaling = [(n, cluster_vs_inprocess(fs, args.repeat)) for n, fs in big]
+        times, cpu, loads1 = peers(f1, args.repeat, chunk)
     med = {k: statistics.median(v) for k, v in times.items()}
     mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     hand = med["hand-written loop"]
