@@ -45,6 +45,41 @@ warnings.filterwarnings("ignore")
 COLUMNS5 = ["nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge"]
 
 
+FINDINGS = """**Where the time goes** (measured 2026-12-03 on this 2-core machine while it was shared;
+scripts in the issue-19 notes, numbers from single runs unless a median is given):
+
+- *Worker environment.* distributed's nanny exports `MALLOC_TRIM_THRESHOLD_=65536`, which turns
+  off glibc's dynamic mmap threshold: a 100k-event dimuon task took 0.15 s in a worker against
+  0.07 s in-process, 0.105 s without the variable. casa's `CasaNanny` starts workers without it
+  (and drops it when a plain distributed nanny leaked it into the client's environment) and
+  without the 10 ms statistical profiler. Python's GIL switch interval in the workers (5 vs 50 ms)
+  changed nothing.
+- *Workers are busy with the chunk.* py-spy (200 Hz, 2M events, 2 workers): ~95% of a worker's
+  non-idle samples are inside `process_chunk` (decompression, awkward, NanoEvents); the event
+  loop, heartbeats and the system monitor take the rest. Summed chunk time on the workers
+  (1.40 s for 2M events) is close to the in-process run's (1.2-1.4 s): the gap is around the chunks.
+- *Fixed cost per run.* A processor that does nothing, 2M events in 10 chunks: 0.23 s on the
+  LocalCluster vs 0.10 s in-process. The client opens the dataset (0.05 s), counts the entries of
+  every file for the plan (0.05-0.08 s; the workers open the files again), and submits,
+  merges and releases over TLS. The client process (which also hosts the scheduler) burns
+  0.21 CPU s per 2M-event run: on 2 cores that is a tenth of the workers' capacity.
+- *Task size.* 100 no-op chunks of 20,000 cost 1.25 s (plain TCP) / 1.55 s (TLS) against 0.31 /
+  0.43 s for 10 chunks: ~10 ms per task, ~3 ms of it TLS. Hence the automatic chunk size (at
+  least 4 chunks per worker, otherwise as large as memory allows; files of 200k -> one chunk each).
+- *On a quiet machine* (load 0.7, 2M events): LocalCluster 0.84 s back-to-back vs 1.36 s
+  in-process = 1.62x; interleaved with in-process runs 0.95 vs 1.40 s = 1.47x. The ratio falls
+  quickly with other load: any CPU the client, the scheduler or another user takes is taken from
+  one of only two workers.
+- *In-process vs the hand loop.* `mu.pt` through vector's dispatch cost ~12% of the user-style
+  processor; casa's schema now reads stored kinematics directly (same arrays). What remains:
+  NanoEvents reads each branch with its own call and `Muon_pt` twice (offsets and values, the
+  second from uproot's array cache), materialises virtual arrays, slices a record array
+  (`mu[mask]`) where the loop slices four flat ones, and `casa_data.open` is inside the timing.
+- coffea's FuturesExecutor starts a new process pool for each `Runner` call (loky): for 1M events
+  that start-up is most of its time.
+"""
+
+
 def _axis():
     return hist.axis.Regular(120, 0.0, 120.0, name="mass")
 
@@ -275,6 +310,8 @@ hand-written loop: **{r_hand:.2f}x** (target >= 0.95x), with the automatic chunk
 | events | chunks in-process / cluster | in-process s | LocalCluster s | speed-up | load average |
 |---|---|---|---|---|---|
 {chr(10).join(srows)}
+
+{FINDINGS}
 """
     print(body)
     if not args.quick:
