@@ -123,7 +123,8 @@ def test_bounded_constant_folding():
 
 def test_shared_grammar_and_messages():
     for text, fragment in [("x if y else z", "IfExp is not allowed"), ("lambda: 1", "Lambda is not allowed"),
-                           ("'s' == x", "only numbers"), ("x in y", "comparison In is not allowed"),
+                           ("'s' == x", "only numbers|text constants are only allowed as arguments of corr"),
+                           ("x in y", "comparison In is not allowed"),
                            ("x << 2", "operator LShift is not allowed"), ("foo(x)", "unknown function 'foo'")]:
         with pytest.raises(FilterError, match=fragment):
             Filter(text)

@@ -19,7 +19,7 @@ from coffea import processor
 
 from casa_data.expr import Evaluator as CoreEvaluator
 from casa_data.expr import ExprError
-from casa_data.expr.evaluate import is_record
+from casa_data.expr.evaluate import is_bool, is_record
 
 from .check import _key
 from .expr import Expr, PipelineError
@@ -133,15 +133,8 @@ class Evaluator(CoreEvaluator):
         return super().call(node, ctx)
 
 
-def _bool_type(x) -> bool:
-    if isinstance(x, (bool, np.bool_)):
-        return True
-    if isinstance(x, np.ndarray):
-        return x.dtype == np.bool_
-    t = ak.type(x).content if isinstance(x, ak.Array) else None
-    while t is not None and not isinstance(t, ak.types.NumpyType):
-        t = getattr(t, "content", None)
-    return t is not None and t.primitive == "bool"
+def _bool_type(x: Any) -> bool:
+    return is_bool(x)
 
 
 def combinations(c, n: int):

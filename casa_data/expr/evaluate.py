@@ -168,4 +168,14 @@ def is_bool(x: Any) -> bool:
 
     if isinstance(x, (bool, np.bool_)):
         return True
-    return str(ak.type(x)).rstrip().endswith("bool")
+    if isinstance(x, np.ndarray):
+        return bool(x.dtype == np.bool_)
+    if not isinstance(x, ak.Array):
+        return False
+    # Walk the type (parameters such as NanoEvents' __doc__ hide "bool" from the type's text).
+    t: Any = x.type.content
+    while t is not None and not isinstance(t, ak.types.NumpyType):
+        if isinstance(t, (ak.types.RecordType, ak.types.UnionType)):
+            return False
+        t = getattr(t, "content", None)
+    return t is not None and t.primitive == "bool"
