@@ -23,10 +23,9 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .chunks import (Chunk, arrow_chunks, chunks_of, files_of, is_arrow, limit, open_and_count,
-                     open_parquet, open_root, plan_chunks)
+from .chunks import Chunk, arrow_chunks, chunks_of, files_of, is_arrow, limit, open_and_count, open_parquet, open_root, plan_chunks
 from .events import root_events
 from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
 
@@ -55,7 +54,7 @@ class _Partial:
     failures: list[ChunkFailure] = field(default_factory=list)
 
 
-def _events(chunk: Chunk, url: str, via: str | None, schema, handle):
+def _events(chunk: Chunk, url: str, via: str | None, schema: Any, handle: Any) -> Any:
     from coffea.nanoevents import NanoEventsFactory
 
     meta = {**chunk.file.metadata, "dataset": chunk.file.dataset, "filename": url,
@@ -109,11 +108,11 @@ class _Handles(threading.local):
     run so that a later run never sees a file as it was; dropped after a failed read.
     """
 
-    key: tuple | None = None
+    key: tuple[Any, ...] | None = None
     handle: Any = None
     opened: dict[str, int] = {}  # url -> times opened, all threads of this process (for tests)
 
-    def get(self, run_id: str, url: str, via: str | None):
+    def get(self, run_id: str, url: str, via: str | None) -> Any:
         key = (run_id, url, via)
         if self.key != key:
             self.drop()
@@ -134,12 +133,12 @@ _HANDLES = _Handles()
 _OPENED_LOCK = threading.Lock()
 
 
-def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, opened=None,
-                  run_id: str | None = None):
+def _process_once(processor: Any, chunk: Chunk, url: str, via: str | None, schema: Any, opened: Any = None,
+                  run_id: str | None = None) -> tuple[Any, int]:
     """One attempt on one replica: (output, bytes read). ``opened``: (url, ROOT handle) to reuse;
     ``run_id``: keep this thread's handle open for the next chunk of the same file."""
     if chunk.file.format == "arrow":
-        return processor.process(_arrow_events(chunk, schema)), int(chunk.table.nbytes)
+        return processor.process(_arrow_events(chunk, schema)), int(chunk.table.nbytes)  # type: ignore[attr-defined]
     if opened is None and run_id is not None and chunk.file.format == "root":
         try:
             opened = (url, _HANDLES.get(run_id, url, via))
@@ -167,8 +166,8 @@ def _process_once(processor, chunk: Chunk, url: str, via: str | None, schema, op
         return out, f.file.source.num_requested_bytes
 
 
-def process_chunk(processor, chunk: Chunk, schema=None, retries: int = 2,
-                  retry_wait: float = 0.2, opened=None, run_id: str | None = None) -> _Partial:
+def process_chunk(processor: Any, chunk: Chunk, schema: Any = None, retries: int = 2,
+                  retry_wait: float = 0.2, opened: Any = None, run_id: str | None = None) -> _Partial:
     """Run ``processor`` on one chunk; never raises for data errors (returns a failure).
 
     ``opened``: ``(url, open ROOT file)`` to use on the first attempt; ``run_id``: reuse this
@@ -225,11 +224,10 @@ def merge(*parts: _Partial) -> _Partial:
     return out
 
 
-def _progress(enabled: bool, total: int, description: str):
+def _progress(enabled: bool, total: int, description: str) -> Any:
     if not enabled:
         return contextlib.nullcontext(None)
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("chunks"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -274,7 +272,6 @@ def _client_for(cluster):
         return client, [client]
     if isinstance(cluster, str):
         from .clusters import cluster as make_cluster
-
         from .clusters.base import setting
 
         kind = cluster
@@ -380,7 +377,7 @@ def _finish(processor: Processor, part: _Partial, report: Report, t0: float, ski
     return result
 
 
-def _run_local(processor, items, chunksize: int, schema, retries: int, progress: bool,
+def _run_local(processor: Any, items: Any, chunksize: int, schema: Any, retries: int, progress: bool,
                report: Report, max_chunks: int | None = None) -> _Partial:
     """File by file: each file is opened once, for counting and for all of its chunks."""
     from coffea.processor import accumulate
@@ -414,13 +411,13 @@ def _run_local(processor, items, chunksize: int, schema, retries: int, progress:
     return acc
 
 
-def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin, console,
-              report, no_workers_timeout: float = 600.0) -> _Partial:
+def _run_dask(processor: Any, chunks: Any, cluster: Any, schema: Any, retries: int, progress: bool, token: Any,
+              fanin: int, console: Any, report: Any, no_workers_timeout: float = 600.0) -> _Partial:
     from .clusters.base import find_token
 
     client, owned = _client_for(cluster)
-    futs: list = []
-    merges: list = []
+    futs: list[Any] = []
+    merges: list[Any] = []
     try:
         report.dashboard = client.dashboard_link
         console.print(f"[bold]casa[/bold]: running on {client.scheduler.address}; "
@@ -452,7 +449,7 @@ def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fani
         if not level:
             return _Partial()
         try:
-            return level[0].result()
+            return cast(_Partial, level[0].result())
         except Exception:  # a chunk died with its workers too often (KilledWorker): salvage
             return _salvage(futs, chunks, retries, timeout=no_workers_timeout)
     finally:
@@ -465,7 +462,7 @@ def _run_dask(processor, chunks, cluster, schema, retries, progress, token, fani
             obj.close()
 
 
-def _watch(client, futs, bar, task, no_workers_timeout: float) -> str | None:
+def _watch(client: Any, futs: Any, bar: Any, task: Any, no_workers_timeout: float) -> str | None:
     """Advance the bar as chunks finish; a reason string if the cluster has had no worker for
     ``no_workers_timeout`` seconds (a half-dead cluster must not hang the run forever)."""
     from distributed import wait
@@ -473,7 +470,8 @@ def _watch(client, futs, bar, task, no_workers_timeout: float) -> str | None:
     pending, empty_since = set(futs), None
     while pending:
         try:
-            done, pending = wait(pending, timeout=2, return_when="FIRST_COMPLETED")
+            with client.as_current():  # wait() uses the current client, which need not be the default
+                done, pending = wait(pending, timeout=2, return_when="FIRST_COMPLETED")
         except TimeoutError:  # nothing finished in 2 s
             done = set()
         if bar is not None and done:
@@ -490,14 +488,16 @@ def _watch(client, futs, bar, task, no_workers_timeout: float) -> str | None:
     return None
 
 
-def _salvage(futs, chunks, retries, reason: str | None = None, timeout: float = 0) -> _Partial:
+def _salvage(futs: Any, chunks: Any, retries: Any, reason: str | None = None, timeout: float = 0) -> _Partial:
     """Gather what finished; chunks whose task erred (e.g. KilledWorker) or never ran become
     failures."""
     from distributed import wait
 
     if timeout:
         try:
-            wait(futs, timeout=timeout)  # lost results are being recomputed: let them finish
+            client = next(iter(futs)).client if futs else None
+            with client.as_current() if client is not None else contextlib.nullcontext():
+                wait(futs, timeout=timeout)  # lost results are being recomputed: let them finish
         except TimeoutError:
             reason = reason or f"not finished {timeout:.0f} s after the run failed"
     parts = []

@@ -178,7 +178,8 @@ def plan(pipe: Pipeline, *, via: str | None = None, catalog=None, opened=None) -
 
 def run_pipeline(spec: str | os.PathLike | Pipeline, *, via: str | None = None, cluster: Any = None,
                  output: str | os.PathLike | None = None, force: bool = False, catalog=None,
-                 progress: bool = False, max_chunks: int | None = None, max_files: int | None = None, io_only: bool = False) -> PipelineResult:
+                 progress: bool = False, max_chunks: int | None = None, max_files: int | None = None,
+                 io_only: bool = False) -> PipelineResult:
     """Run a pipeline spec and write its outputs.
 
     Parameters

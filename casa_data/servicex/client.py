@@ -312,8 +312,8 @@ def deliver_query(dataset: Any, query: Any, *, inputs: Callable[[DatasetSpec], l
     did, name, _ = _dataset(dataset, catalog, caps, tree, nfiles, inputs)
     title = f"{name} {uuid.uuid4().hex[:8]}"  # unique: finds the request later (not part of the cache key)
 
-    from servicex.servicex_client import ServiceXClient, deliver_async
     from servicex.models import ResultFormat
+    from servicex.servicex_client import ServiceXClient, deliver_async
 
     cfg = _client_config(url, token, poll)
     client = ServiceXClient(backend="casa", config_path=str(cfg))
@@ -324,7 +324,8 @@ def deliver_query(dataset: Any, query: Any, *, inputs: Callable[[DatasetSpec], l
     attached = None if ignore_cache else _repair_cache(client, key)
     hit = not ignore_cache and client.query_cache.get_transform_by_hash(key) is not None
     client.query_cache.close()
-    from .query import CODEGENS, QueryError as _BadQuery, compile_query
+    from .query import CODEGENS, compile_query
+    from .query import QueryError as _BadQuery
 
     out_tree = "servicex"
     if codegen in CODEGENS and not hit:  # validate only what will be submitted (0.1 s of qastle)
@@ -415,7 +416,7 @@ async def _guarded(coro, url: str, down_after: float):
                                   and not t.done()}
                         if not others:
                             break
-                    raise _EndpointGone(time.monotonic() - down_since)
+                    raise _EndpointGone(time.monotonic() - down_since) from None
     return task.result()
 
 
