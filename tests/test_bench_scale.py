@@ -120,7 +120,7 @@ def test_workers_report_figures_that_add_up(shared_data, casa_env):
     assert "not on Dask workers" in doc["results"]["xrootd"]["ranges:64k"]["unsupported"]
 
 
-def test_processes_replay_and_columns(shared_data, casa_env):
+def test_processes_replay_and_columns(shared_data, casa_env, tmp_path):
     """Forked readers measure their own CPU; replay repeats uproot's recorded NanoAOD requests."""
     nano = shared_data / "skhep" / "nanoAOD_2015_CMS_Open_Data_ttbar.root"  # the AGC's NanoAOD, 947 branches
     cols = ["Jet_pt", "Jet_eta", "Muon_pt", "Electron_pt"]
@@ -129,8 +129,15 @@ def test_processes_replay_and_columns(shared_data, casa_env):
     [f] = bench_files([nano])
     reads = record_reads(f, cols)
     assert len(reads) >= 3 and all(n > 0 for _, n in reads) and max(o + n for o, n in reads) <= f.size
-    doc = sweep([str(nano)], ["local"], concurrency=[1, 2], patterns=["replay", "columns"], mode="processes",
-                duration=0.4, columns=cols)
+    # Forked readers run in a fresh interpreter: this pytest process has loaded the XRootD client (and
+    # its threads) in earlier tests, and forking a process that holds them can abort the child.
+    result = tmp_path / "sweep.json"
+    code = (f"import json; from casa_bench import sweep; doc = sweep([{str(nano)!r}], ['local'], "
+            f"concurrency=[1, 2], patterns=['replay', 'columns'], mode='processes', duration=0.4, columns={cols!r}); "
+            f"open({str(result)!r}, 'w').write(json.dumps(doc, default=str))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(result.read_text())
     rep = doc["results"]["local"]["replay"]
     assert doc["meta"]["replay"][nano.name] == {"requests": len(reads), "bytes": sum(n for _, n in reads)}
     for lv in rep["levels"] + doc["results"]["local"]["columns"]["levels"]:
