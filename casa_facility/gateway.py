@@ -423,8 +423,12 @@ class GatewayService(Service):
         (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
         (self.workdir / "dask-config" / "casa-workers.yaml").write_text(_DASK_YAML)
         job_env = {"DASK_CONFIG": str(self.workdir / "dask-config")}
-        if "PYTHONPATH" in os.environ:
-            job_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        # Workers read casa's configuration where the facility wrote it (facility.yaml: the XCache's
+        # CA, S3 endpoint...), also when the facility runs with its own config or data directories.
+        for var in ("PYTHONPATH", "XDG_CONFIG_HOME", "CASA_DATA_DIR", "CASA_CONFIG", "CASA_CATALOG", "CASA_SITE",
+                    "CASA_FACILITY_DIR"):
+            if var in os.environ:
+                job_env[var] = os.environ[var]
         settings = {
             "api_port": self.ports["api"], "proxy_port": self.ports["proxy"], "tcp_port": self.ports["tcp"],
             "tls": {"cert": str(tls["scheduler"]), "key": str(tls["scheduler-key"]), "ca": str(tls["ca"])},
