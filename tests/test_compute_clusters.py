@@ -205,12 +205,15 @@ def test_listening_sockets_are_loopback():
     """Every TCP listener of the cluster's processes (scheduler, nannies, workers) is 127.0.0.1."""
     import psutil
 
+    def listeners() -> set:
+        me = psutil.Process()
+        pids = {me.pid, *(p.pid for p in me.children(recursive=True))}
+        return {s for s in psutil.net_connections("tcp") if s.status == "LISTEN" and s.pid in pids}
+
+    before = listeners()  # servers earlier tests started for the session are not the cluster's
     c = casa_compute.cluster("local", n_workers=1, tls=False)
     try:
-        me = psutil.Process()
-        procs = [me, *me.children(recursive=True)]
-        pids = {p.pid for p in procs}
-        listen = [s for s in psutil.net_connections("tcp") if s.status == "LISTEN" and s.pid in pids]
+        listen = listeners() - before
         assert listen
         assert all(s.laddr.ip == "127.0.0.1" for s in listen), listen
     finally:
