@@ -408,7 +408,9 @@ def test_casa_bench_xrootd_methods(shared_data):
                 quick=True)
     for m in ("xrootd", "xcache-cold", "xcache-warm"):
         assert doc["results"][m]["whole_mb_s"]["median"] > 0
-        assert doc["results"][m]["bytes"]["whole"] == 3568384
+        # bytes on the wire: the file plus protocol and TLS framing, which varies by a few kB with timing
+        # (an extra keep-alive or handshake record under load)
+        assert doc["results"][m]["bytes"]["whole"] == pytest.approx(3568384, rel=0.01)
     assert time.monotonic() - t0 < 60
     from casa_bench.xrootd import _shared
 
