@@ -42,8 +42,6 @@ def test_sdk_works_without_server_packages(shared_data, tmp_path):
             raise SystemExit("casa_facility imported without fastapi")
         print("ok", len(arr))
     """)
-    import casa_data.extras  # noqa: F401  (the child imports it by attribute)
-
     out = subprocess.run([sys.executable, "-c", "import casa_data.extras\n" + code], capture_output=True,
                          text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-2000:]
