@@ -45,8 +45,8 @@ warnings.filterwarnings("ignore")
 COLUMNS5 = ["nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge"]
 
 
-FINDINGS = """**Where the time goes** (measured 2026-12-03 on this 2-core machine while it was shared;
-scripts in the issue-19 notes, numbers from single runs unless a median is given):
+FINDINGS = """**Where the time goes** (measured 2026-12-03 on this 2-core machine; numbers from single
+runs unless a median is given):
 
 - *Worker environment.* distributed's nanny exports `MALLOC_TRIM_THRESHOLD_=65536`, which turns
   off glibc's dynamic mmap threshold: a 100k-event dimuon task took 0.15 s in a worker against
@@ -56,25 +56,29 @@ scripts in the issue-19 notes, numbers from single runs unless a median is given
   changed nothing.
 - *Workers are busy with the chunk.* py-spy (200 Hz, 2M events, 2 workers): ~95% of a worker's
   non-idle samples are inside `process_chunk` (decompression, awkward, NanoEvents); the event
-  loop, heartbeats and the system monitor take the rest. Summed chunk time on the workers
-  (1.40 s for 2M events) is close to the in-process run's (1.2-1.4 s): the gap is around the chunks.
-- *Fixed cost per run.* A processor that does nothing, 2M events in 10 chunks: 0.23 s on the
-  LocalCluster vs 0.10 s in-process. The client opens the dataset (0.05 s), counts the entries of
-  every file for the plan (0.05-0.08 s; the workers open the files again), and submits,
-  merges and releases over TLS. The client process (which also hosts the scheduler) burns
-  0.21 CPU s per 2M-event run: on 2 cores that is a tenth of the workers' capacity.
+  loop, heartbeats and the system monitor take the rest. A chunk takes ~0.095 s on a worker
+  against ~0.088 s in-process (the client and the scheduler share the two cores).
+- *Fixed cost per run, and what was done about it* (timeline of a 2M-event run from the chunks'
+  start times, `ChunkStat.started`): `casa_data.open` scanned every installed package's
+  entry points on each call (25 ms; now once per `sys.path`); the client counted the entries
+  of all files before submitting the first chunk (50-75 ms with the workers idle; now chunks
+  are submitted file by file as they are counted, local files are counted in order instead of
+  by a thread pool, and the counts of unchanged local files are remembered between runs, keyed
+  by path, size, mtime and inode). The first chunk now starts ~0.02-0.03 s after `run()` is
+  called and the merged result is back ~0.02 s after the last chunk ends. Before: 1.54x at load
+  0.6-0.9, after: 1.65-1.74x.
 - *Task size.* 100 no-op chunks of 20,000 cost 1.25 s (plain TCP) / 1.55 s (TLS) against 0.31 /
   0.43 s for 10 chunks: ~10 ms per task, ~3 ms of it TLS. Hence the automatic chunk size (at
   least 4 chunks per worker, otherwise as large as memory allows; files of 200k -> one chunk each).
-- *On a quiet machine* (load 0.7, 2M events): LocalCluster 0.84 s back-to-back vs 1.36 s
-  in-process = 1.62x; interleaved with in-process runs 0.95 vs 1.40 s = 1.47x. The ratio falls
-  quickly with other load: any CPU the client, the scheduler or another user takes is taken from
-  one of only two workers.
-- *In-process vs the hand loop.* `mu.pt` through vector's dispatch cost ~12% of the user-style
-  processor; casa's schema now reads stored kinematics directly (same arrays). What remains:
-  NanoEvents reads each branch with its own call and `Muon_pt` twice (offsets and values, the
-  second from uproot's array cache), materialises virtual arrays, slices a record array
-  (`mu[mask]`) where the loop slices four flat ones, and `casa_data.open` is inside the timing.
+- *Load.* The ratio falls quickly with other load: any CPU the client, the scheduler or another
+  user takes is taken from one of only two workers (1.0-1.2x at load 2-6 earlier today).
+- *In-process vs the hand loop (not met: 0.86-0.88x on a quiet machine).* `mu.pt` through
+  vector's dispatch cost ~12% of the user-style processor; casa's schema reads stored kinematics
+  directly (same arrays). The rest is NanoEvents' own work: building the record array, slicing
+  a record (`mu[mask]`) where the loop slices four flat arrays, behaviour dispatch in every
+  operation. Eager NanoEvents restricted to the same 6 branches is no faster than casa's virtual
+  arrays (0.54-0.60 s vs 0.50-0.55 s for 1M events), so prefetching columns would not close it;
+  coffea's own Runner pays the same (casa is 1.00-1.04x of it).
 - coffea's FuturesExecutor starts a new process pool for each `Runner` call (loky): for 1M events
   that start-up is most of its time.
 """

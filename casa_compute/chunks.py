@@ -9,13 +9,17 @@ credentials are looked up where the file is read and never travel inside a task.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FileItem", "Chunk", "files_of", "limit", "plan_chunks", "chunks_of", "open_and_count",
+__all__ = ["FileItem", "Chunk", "files_of", "limit", "plan_chunks", "iter_chunks", "chunks_of", "open_and_count",
            "open_root", "open_parquet", "candidates"]
 
 
@@ -239,6 +243,16 @@ def _split(start: int, stop: int, chunksize: int) -> list[tuple[int, int]]:
 def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8,
                 max_chunks: int | None = None) -> tuple[list[Chunk], dict[FileItem, str]]:
     """Chunks of every readable file, and ``{file: error}`` for files that could not be opened."""
+    bad: dict[FileItem, str] = {}
+    chunks = list(iter_chunks(items, chunksize, bad, max_workers, max_chunks))
+    return chunks, bad
+
+
+def iter_chunks(items: list[FileItem], chunksize: int, bad: dict[FileItem, str], max_workers: int = 8,
+                max_chunks: int | None = None) -> Iterator[Chunk]:
+    """The chunks of :func:`plan_chunks` as each file is counted (in file order), so that a
+    cluster starts on the first file while the client still opens the others; files that could
+    not be opened go into ``bad`` (``{file: error}``) as they are met."""
     if chunksize <= 0:
         raise ValueError(f"chunksize must be positive, got {chunksize}")
 
@@ -249,21 +263,67 @@ def plan_chunks(items: list[FileItem], chunksize: int, max_workers: int = 8,
             return 0, None  # preprocessed: the steps are the chunks
         if item.nevents is not None and item.format != "parquet":
             return item.nevents, None
+        key = _count_key(item)
+        if key is not None and key in _COUNTS:
+            return _COUNTS[key], None
         try:
-            return open_and_count(item)[0], None
+            count = open_and_count(item)[0]
         except Exception as e:  # noqa: BLE001
             return None, str(e)
+        if key is not None:
+            _remember_count(key, count)
+        return count, None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(items)))) as pool:
-        counts = list(pool.map(safe, items))
-    chunks: list[Chunk] = []
-    bad: dict[FileItem, str] = {}
-    for item, (count, err) in zip(items, counts):
-        if err is not None:
-            bad[item] = err
-            continue
-        chunks += chunks_of(item, count, chunksize, first_index=len(chunks), max_chunks=max_chunks)
-    return chunks, bad
+    index = 0
+    # Remote files are counted by a thread pool (latency bound); local ones in order, here: a
+    # pool's threads would only contend for the GIL, and the first chunks go out sooner.
+    threads = 1 if all(_is_local(item) for item in items) else max(1, min(max_workers, len(items)))
+    with contextlib.ExitStack() as stack:
+        if threads > 1:
+            counts: Iterator[tuple[Any, str | None]] = stack.enter_context(ThreadPoolExecutor(threads)).map(safe, items)
+        else:
+            counts = map(safe, items)
+        for item, (count, err) in zip(items, counts):  # both keep the file order
+            if err is not None:
+                bad[item] = err
+                continue
+            chunks = chunks_of(item, count, chunksize, first_index=index, max_chunks=max_chunks)
+            index += len(chunks)
+            yield from chunks
+
+
+#: entries (or Parquet row-group sizes) of local files, by (path, size, mtime, tree, format): a
+#: notebook re-running a cell on a cluster does not open every file again to plan its chunks
+_COUNTS: dict[tuple[Any, ...], Any] = {}
+_MAX_COUNTS = 100_000
+_COUNTS_LOCK = threading.Lock()
+
+
+def _count_key(item: FileItem) -> tuple[Any, ...] | None:
+    """A key that changes when a local file does (None for remote files: never cached)."""
+    if not _is_local(item):
+        return None
+    from casa_data.paths.local import local_path
+
+    path = local_path(item.url)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, item.tree, item.format)
+
+
+def _remember_count(key: tuple[Any, ...], count: Any) -> None:
+    with _COUNTS_LOCK:
+        if len(_COUNTS) >= _MAX_COUNTS:
+            _COUNTS.pop(next(iter(_COUNTS)))
+        _COUNTS[key] = count
+
+
+def _is_local(item: FileItem) -> bool:
+    """Every replica of ``item`` is a file on this machine's disk."""
+    return all(via == "local" or (via is None and ("://" not in url or url.startswith("file://")))
+               for url, via in item.replicas)
 
 
 def chunks_of(item: FileItem, count: int | list[int], chunksize: int, first_index: int = 0,

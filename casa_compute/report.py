@@ -30,6 +30,8 @@ class ChunkStat:
     cpu_seconds: float = 0.0
     host: str = ""
     pid: int = 0
+    #: wall-clock time (``time.time()``) the chunk started: a timeline of the run
+    started: float = 0.0
 
 
 @dataclass

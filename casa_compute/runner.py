@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from .chunks import Chunk, arrow_chunks, chunks_of, files_of, is_arrow, limit, open_and_count, open_parquet, open_root, plan_chunks
+from .chunks import Chunk, arrow_chunks, chunks_of, files_of, is_arrow, iter_chunks, limit, open_and_count, open_parquet, open_root
 from .events import root_events
 from .report import ChunkFailure, ChunkStat, Report, RunError, RunResult, TokenPlugin
 
@@ -177,7 +177,7 @@ def process_chunk(processor: Any, chunk: Chunk, schema: Any = None, retries: int
     from .chunks import candidates
 
     schema = _schema(schema)
-    t0, c0 = time.perf_counter(), time.process_time()
+    started, t0, c0 = time.time(), time.perf_counter(), time.process_time()
     vias = dict(chunk.file.replicas)
     error, last_tb = "", ""
     for attempt in range(retries + 1):
@@ -205,7 +205,7 @@ def process_chunk(processor: Any, chunk: Chunk, schema: Any = None, retries: int
                          start=chunk.start, stop=chunk.stop, events=chunk.entries,
                          bytes_read=int(nbytes), seconds=time.perf_counter() - t0,
                          attempts=attempt + 1, cpu_seconds=time.process_time() - c0,
-                         host=socket.gethostname(), pid=os.getpid())
+                         host=socket.gethostname(), pid=os.getpid(), started=started)
         return _Partial(output, [stat], [])
     return _Partial(None, [], [ChunkFailure(
         index=chunk.index, dataset=chunk.file.dataset, file=chunk.file.url, start=chunk.start,
@@ -356,11 +356,13 @@ def run(processor: Processor, dataset: DatasetLike, cluster: ClusterLike | None 
     if cluster is None:
         part = _run_local(processor, items, chunksize, schema, retries, progress, report, max_chunks)
     else:
-        chunks, bad_files = plan_chunks(items, chunksize, max_chunks=max_chunks)
-        report.chunks_planned = len(chunks)
+        # Chunks are submitted as the client counts each file's entries: the workers start on
+        # the first file instead of waiting for every file to be opened here.
+        bad_files: dict[Any, str] = {}
+        part = _run_dask(processor, iter_chunks(items, chunksize, bad_files, max_chunks=max_chunks),
+                         cluster, schema, retries, progress, token, fanin, console, report,
+                         no_workers_timeout)
         report.bad_files = {f.url: err for f, err in bad_files.items()}
-        part = _run_dask(processor, chunks, cluster, schema, retries, progress, token, fanin,
-                         console, report, no_workers_timeout)
     return _finish(processor, part, report, t0, skip_bad_files)
 
 
@@ -432,6 +434,7 @@ def _run_dask(processor: Any, chunks: Any, cluster: Any, schema: Any, retries: i
             futs.append(client.submit(process_chunk, processor, c, schema, retries, run_id=run_id,
                                       pure=False, key=f"casa-chunk-{c.index}-{run_id}"))
         chunks = submitted
+        report.chunks_planned = len(chunks)
         level, depth = list(futs), 0
         while len(level) > 1:
             depth += 1

@@ -6,6 +6,7 @@ order; a module is imported only when its entry is first loaded.
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -15,6 +16,16 @@ from .extras import MissingExtraError, import_extra
 __all__ = ["Registry"]
 
 T = TypeVar("T")
+_EP_CACHE: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = {}
+
+
+def _entry_points(group: str) -> list[tuple[str, str]]:
+    """``(name, "module:Class")`` of an entry-point group, scanned once per ``sys.path`` (a scan
+    reads every installed package's metadata: ~25 ms, paid on every ``casa_data.open`` otherwise)."""
+    key = (group, tuple(sys.path))
+    if key not in _EP_CACHE:
+        _EP_CACHE[key] = [(ep.name, ep.value) for ep in entry_points(group=group)]
+    return _EP_CACHE[key]
 
 
 class Registry(Generic[T]):
@@ -33,7 +44,7 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Built-in names first (in their order), then registered ones, then entry points."""
         out = list(self.builtin) + [n for n in self.extra if n not in self.builtin]
-        return out + [ep.name for ep in entry_points(group=self.group) if ep.name not in out]
+        return out + [name for name, _ in _entry_points(self.group) if name not in out]
 
     def load(self, name: str) -> type[T]:
         """The class registered under ``name`` (imported on first use)."""
@@ -41,7 +52,7 @@ class Registry(Generic[T]):
             return self._loaded[name]
         target: Any = self.extra.get(name) or self.builtin.get(name)
         if target is None:
-            target = next((ep.value for ep in entry_points(group=self.group) if ep.name == name), None)
+            target = next((value for ep_name, value in _entry_points(self.group) if ep_name == name), None)
         if target is None:
             raise CasaError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
         if isinstance(target, str):

@@ -271,3 +271,25 @@ def test_cluster_without_workers_does_not_hang():
             casa_compute.run(DimuonProcessor(), {"dy": [str(NANO_DY)]}, cluster=c,
                              no_workers_timeout=3, progress=False)
     assert e.value.partial.report.failures[0].file == str(NANO_DY)
+
+
+def test_chunk_plan_follows_a_rewritten_file(tmp_path):
+    """Entry counts of local files are remembered between runs, but a file written anew (other
+    size or modification time) is counted again: the plan never uses a stale count."""
+    import awkward as ak
+    import uproot
+
+    from casa_compute.chunks import FileItem, plan_chunks
+
+    path = tmp_path / "grow.root"
+
+    def write(n):
+        with uproot.recreate(path) as f:
+            f["Events"] = {"x": ak.Array(np.arange(n, dtype="i8"))}
+
+    write(100)
+    item = FileItem("grow", ((str(path), None),))
+    assert [c.entries for c in plan_chunks([item], 60)[0]] == [50, 50]
+    assert [c.entries for c in plan_chunks([item], 60)[0]] == [50, 50]  # from the remembered count
+    write(150)
+    assert sum(c.entries for c in plan_chunks([item], 60)[0]) == 150
