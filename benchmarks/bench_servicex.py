@@ -108,7 +108,11 @@ def main() -> None:
 
             import httpx
 
-            st = httpx.get(f"{sx.url}/servicex/transformation/{ds.metadata['servicex']['request_id']}").json()
+            # the endpoint authenticates: an access token traded for its refresh token, as the client does
+            tok = httpx.post(f"{sx.url}/token/refresh",
+                             headers={"Authorization": f"Bearer {sx.refresh_token}"}).json()["access_token"]
+            st = httpx.get(f"{sx.url}/servicex/transformation/{ds.metadata['servicex']['request_id']}",
+                           headers={"Authorization": f"Bearer {tok}"}).json()
             ts = [dt.datetime.fromisoformat(st[k]).replace(tzinfo=dt.UTC).timestamp()
                   for k in ("submit-time", "finish-time")]
             start = t_end_wall - t_total
