@@ -432,3 +432,28 @@ def test_func_adl_reads_s3_replicas_through_the_facility_s3_settings(s3, casa_en
         got = casa_data.open("test/agc-on-s3", query=q, progress=False).to_awkward()
     want = _direct(AGC, ["nMuon", "Muon_pt", "Muon_eta"], lambda a: a.nMuon >= 2)
     _same(got[["pt", "eta"]], want[["Muon_pt", "Muon_eta"]])
+
+
+def test_shared_tls_context_only_while_delivering():
+    """The client's many httpx clients share one default TLS context during a delivery (each
+    new context loads the CA bundle: ~36 ms); other verification settings are untouched, and
+    httpx is itself again afterwards, also after nested (concurrent) deliveries."""
+    import ssl
+
+    import httpx
+    import httpx._transports.default as transports
+
+    from casa_data.servicex.client import _shared_ssl
+
+    before = transports.create_ssl_context
+    with _shared_ssl():
+        a, b = httpx.AsyncClient(), httpx.AsyncClient()
+        ctx_a = a._transport._pool._ssl_context
+        assert ctx_a is b._transport._pool._ssl_context and isinstance(ctx_a, ssl.SSLContext)
+        unverified = httpx.Client(verify=False)._transport._pool._ssl_context
+        assert unverified is not ctx_a and unverified.verify_mode == ssl.CERT_NONE
+        with _shared_ssl():  # a second delivery in another thread
+            assert httpx.Client()._transport._pool._ssl_context is ctx_a
+        assert transports.create_ssl_context is not before  # the first is still running
+    assert transports.create_ssl_context is before
+    assert httpx.Client()._transport._pool._ssl_context is not ctx_a

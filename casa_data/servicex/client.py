@@ -219,6 +219,56 @@ def _polling(seconds: float | None):
             init.__defaults__ = old
 
 
+_SSL_CONTEXTS: dict[tuple[Any, ...], Any] = {}
+_SSL_LOCK = threading.Lock()
+_SSL_USERS: list[Any] = []  # [httpx's own create_ssl_context, deliveries using the shared one...]
+
+
+def _shared_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+    original = _SSL_USERS[0] if _SSL_USERS else None
+    if original is None or verify is not True or cert is not None:
+        import httpx
+
+        return (original or httpx.create_ssl_context)(verify=verify, cert=cert, trust_env=trust_env)
+    key = (trust_env, os.environ.get("SSL_CERT_FILE") if trust_env else None,
+           os.environ.get("SSL_CERT_DIR") if trust_env else None)
+    with _SSL_LOCK:
+        if key not in _SSL_CONTEXTS:
+            _SSL_CONTEXTS[key] = original(verify=True, cert=None, trust_env=trust_env)
+        return _SSL_CONTEXTS[key]
+
+
+@contextmanager
+def _shared_ssl():
+    """Reuse httpx's default TLS context during a delivery.
+
+    The client builds a new httpx client (and a retrying transport with two more) for nearly
+    every call, and each loads the CA bundle into a new ``SSLContext``: ~36 ms of CPU apiece,
+    five per delivery, 0.18 s of a 0.21 s cache hit. While a delivery runs, contexts with
+    default verification (``verify=True``, no client certificate) are built once per CA setting
+    and shared, as ``requests`` shares its pool's; anything else goes to httpx unchanged.
+    Concurrent deliveries (threads) share the one patch; the last one out restores httpx.
+    """
+    try:
+        import httpx._transports.default as transports
+    except ImportError:  # httpx reorganised: nothing to share
+        yield
+        return
+    token = object()
+    with _SSL_LOCK:
+        if not _SSL_USERS:
+            _SSL_USERS.append(transports.create_ssl_context)
+            transports.create_ssl_context = _shared_context
+        _SSL_USERS.append(token)
+    try:
+        yield
+    finally:
+        with _SSL_LOCK:
+            _SSL_USERS.remove(token)
+            if len(_SSL_USERS) == 1:
+                transports.create_ssl_context = _SSL_USERS.pop()
+
+
 class _Quiet(logging.Filter):
     """Drop the client's callback traceback and error lines for failures we raise ourselves."""
 
@@ -345,7 +395,7 @@ def deliver_query(dataset: Any, query: Any, *, inputs: Callable[[DatasetSpec], l
 
     down_after = float(get_config().path_options("servicex").get("down_timeout", 30))
     try:
-        with _polling(poll), _quiet():
+        with _polling(poll), _quiet(), _shared_ssl():
             out = make_sync(_guarded)(deliver_async(spec, config_path=str(cfg), servicex_name="casa",
                                                     progress_bar=bar, ignore_local_cache=ignore_cache),
                                       url, down_after)
