@@ -457,3 +457,30 @@ def test_shared_tls_context_only_while_delivering():
         assert transports.create_ssl_context is not before  # the first is still running
     assert transports.create_ssl_context is before
     assert httpx.Client()._transport._pool._ssl_context is not ctx_a
+
+
+def test_shared_tls_context_for_the_clients_s3_downloads():
+    """The client downloads each output with a new aiobotocore S3 client: during a delivery
+    their connectors share one TLS context per CA bundle; afterwards aiobotocore is as it was."""
+    import asyncio
+
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    from casa_data.servicex.client import _shared_ssl
+
+    async def contexts():
+        a, b = AIOHTTPSession(), AIOHTTPSession()
+        ca, cb = a._create_connector(None), b._create_connector(None)
+        try:
+            return ca._ssl, cb._ssl
+        finally:
+            await ca.close()
+            await cb.close()
+
+    before = AIOHTTPSession._create_connector
+    with _shared_ssl():
+        x, y = asyncio.run(contexts())
+        assert x is y and x.verify_mode.name == "CERT_REQUIRED"
+    assert AIOHTTPSession._create_connector is before
+    x, y = asyncio.run(contexts())
+    assert x is not y

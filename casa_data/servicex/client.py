@@ -221,16 +221,54 @@ def _polling(seconds: float | None):
 
 _SSL_CONTEXTS: dict[tuple[Any, ...], Any] = {}
 _SSL_LOCK = threading.Lock()
-_SSL_USERS: list[Any] = []  # [httpx's own create_ssl_context, deliveries using the shared one...]
+#: while deliveries run: how many, and the functions the shared ones stand in for
+_SSL_PATCH: dict[str, Any] = {"users": 0, "httpx": None, "aiobotocore": None}
+
+
+@contextmanager
+def _shared_ssl():
+    """Reuse TLS contexts while the client delivers.
+
+    The client builds a new httpx client (and a retrying transport with two more) for nearly
+    every call, and a new S3 client (aiobotocore) for every output it downloads; each loads the
+    CA bundle into a new ``SSLContext``: ~36 ms of CPU apiece, 0.18 s of a 0.21 s cache hit and
+    more than a tenth of a second per output file. While a delivery runs, contexts with default
+    verification (no client certificate, no proxy) are built once per CA bundle and shared, as
+    ``requests`` shares its pool's; anything else goes to the libraries unchanged. Concurrent
+    deliveries (threads) share the one patch; the last one out restores both libraries.
+    """
+    try:
+        import httpx._transports.default as transports
+    except ImportError:  # httpx reorganised: nothing to share
+        yield
+        return
+    session = _aiobotocore_session()
+    with _SSL_LOCK:
+        if _SSL_PATCH["users"] == 0:
+            _SSL_PATCH["httpx"], transports.create_ssl_context = transports.create_ssl_context, _shared_context
+            if session is not None:
+                _SSL_PATCH["aiobotocore"], session._create_connector = session._create_connector, _shared_connector
+        _SSL_PATCH["users"] += 1
+    try:
+        yield
+    finally:
+        with _SSL_LOCK:
+            _SSL_PATCH["users"] -= 1
+            if _SSL_PATCH["users"] == 0:
+                transports.create_ssl_context = _SSL_PATCH["httpx"]
+                if session is not None and _SSL_PATCH["aiobotocore"] is not None:
+                    session._create_connector = _SSL_PATCH["aiobotocore"]
+                _SSL_PATCH["httpx"] = _SSL_PATCH["aiobotocore"] = None
 
 
 def _shared_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
-    original = _SSL_USERS[0] if _SSL_USERS else None
-    if original is None or verify is not True or cert is not None:
-        import httpx
+    """httpx's ``create_ssl_context``, shared for default verification."""
+    import httpx
 
-        return (original or httpx.create_ssl_context)(verify=verify, cert=cert, trust_env=trust_env)
-    key = (trust_env, os.environ.get("SSL_CERT_FILE") if trust_env else None,
+    original = _SSL_PATCH["httpx"] or httpx.create_ssl_context
+    if verify is not True or cert is not None:
+        return original(verify=verify, cert=cert, trust_env=trust_env)
+    key = ("httpx", trust_env, os.environ.get("SSL_CERT_FILE") if trust_env else None,
            os.environ.get("SSL_CERT_DIR") if trust_env else None)
     with _SSL_LOCK:
         if key not in _SSL_CONTEXTS:
@@ -238,35 +276,31 @@ def _shared_context(verify: Any = True, cert: Any = None, trust_env: bool = True
         return _SSL_CONTEXTS[key]
 
 
-@contextmanager
-def _shared_ssl():
-    """Reuse httpx's default TLS context during a delivery.
+def _aiobotocore_session() -> Any:
+    """aiobotocore's HTTP session class, if it has the connector factory we stand in for."""
+    try:
+        from aiobotocore.httpsession import AIOHTTPSession
+    except ImportError:
+        return None
+    return AIOHTTPSession if hasattr(AIOHTTPSession, "_create_connector") else None
 
-    The client builds a new httpx client (and a retrying transport with two more) for nearly
-    every call, and each loads the CA bundle into a new ``SSLContext``: ~36 ms of CPU apiece,
-    five per delivery, 0.18 s of a 0.21 s cache hit. While a delivery runs, contexts with
-    default verification (``verify=True``, no client certificate) are built once per CA setting
-    and shared, as ``requests`` shares its pool's; anything else goes to httpx unchanged.
-    Concurrent deliveries (threads) share the one patch; the last one out restores httpx.
-    """
-    try:
-        import httpx._transports.default as transports
-    except ImportError:  # httpx reorganised: nothing to share
-        yield
-        return
-    token = object()
+
+def _shared_connector(self: Any, proxy_url: Any) -> Any:
+    """aiobotocore's ``_create_connector`` with one TLS context per CA bundle."""
+    original = _SSL_PATCH["aiobotocore"]
+    if original is None or proxy_url or not self._verify or self._cert_file:
+        return (original or type(self)._create_connector)(self, proxy_url)
+    import aiohttp
+    from botocore.httpsession import create_urllib3_context, get_cert_path
+
+    ca = get_cert_path(self._verify)
     with _SSL_LOCK:
-        if not _SSL_USERS:
-            _SSL_USERS.append(transports.create_ssl_context)
-            transports.create_ssl_context = _shared_context
-        _SSL_USERS.append(token)
-    try:
-        yield
-    finally:
-        with _SSL_LOCK:
-            _SSL_USERS.remove(token)
-            if len(_SSL_USERS) == 1:
-                transports.create_ssl_context = _SSL_USERS.pop()
+        ctx = _SSL_CONTEXTS.get(("aiobotocore", ca))
+        if ctx is None:
+            ctx = _SSL_CONTEXTS[("aiobotocore", ca)] = create_urllib3_context()
+            if ca:
+                ctx.load_verify_locations(ca, None, None)
+    return aiohttp.TCPConnector(limit=self._max_pool_connections, ssl=ctx, **self._connector_args)
 
 
 class _Quiet(logging.Filter):
