@@ -179,8 +179,8 @@ def main() -> None:
     when = f"sweeps of {runs[0][1]['meta']['time']}" if args.src else f"{time.time() - t0:.0f} s wall"
     body += (f"\n\n({when}.) How to read it: client and servers share the machine's {os.cpu_count()} cores (and, "
              "under load, other work), so the saturation points say how far concurrency hides per-request latency "
-             "on this box, not what the servers can do on their own hardware; the CPU s/GB columns (client process vs our servers, from /proc) are "
-             "the load-independent part: where each path spends its CPU per byte. Full outputs: "
+             "on this box, not what the servers can do on their own hardware; the CPU s/GB columns (client process "
+             "vs our servers, from /proc) are the load-independent part: where each path spends its CPU per byte. Full outputs: "
              "`casa bench --concurrency` JSON/CSV/PNG/HTML.")
     print(body)
     Path(args.out).mkdir(parents=True, exist_ok=True)
