@@ -49,16 +49,11 @@ def file_identity(candidate) -> dict[str, Any]:
 
 
 def input_identity(resolved) -> dict[str, Any]:
-    """The identity of a resolved file: that of its first replica that answers (as reads fail over)."""
-    errors = []
-    for cand in resolved.candidates:
-        try:
-            return file_identity(cand)
-        except Exception as err:  # noqa: BLE001 - the next replica may answer
-            errors.append(f"{cand.url}: {type(err).__name__}: {err}")
-    from casa_data.errors import ReplicaError
+    """The identity of a resolved file: that of its first replica that answers, in the order and
+    with the errors of every other read (:class:`casa_data.access.Replicas`)."""
+    from casa_data.access import Replicas
 
-    raise ReplicaError(resolved.lfn, [(e.split(": ", 1)[0], e.split(": ", 1)[1]) for e in errors])
+    return Replicas(resolved.lfn, resolved.candidates, label=resolved.lfn).call(file_identity)
 
 
 def cache_key(spec_hash: str, inputs: dict[str, list[dict]], extra: dict | None = None) -> str:
