@@ -29,7 +29,6 @@ requests resume where they stopped. ``GET .../{id}/errors`` lists failed files a
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -44,7 +43,7 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -55,6 +54,7 @@ from casa_data.servicex.query import CODEGENS, QueryError, compile_query, object
 from casa_facility.servicex.scheduler import Scheduler
 from casa_facility.servicex.settings import LOOPBACK_HOSTS, Settings
 from casa_facility.servicex.settings import s3_admin as _s3_admin
+from casa_facility.servicex.signing import SigV4Error, access_subject, access_token, verify_sigv4
 from casa_facility.servicex.store import DONE, Store
 
 __all__ = ["create_app", "main"]
@@ -65,137 +65,6 @@ CAPABILITIES = ["poll_local_transformation_results", "long_sample_titles_1024", 
                 "casa_datasets"]
 FORMATS = {"parquet": "parquet", "root-file": "root-file", "root-ttree": "root-file",
            "root-rntuple": "root-rntuple"}
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _jwt(key: bytes, claims: dict[str, Any]) -> str:
-    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + _b64(json.dumps(claims).encode())
-    return head + "." + _b64(hmac.new(key, head.encode(), hashlib.sha256).digest())
-
-
-def _jwt_sub(key: bytes, token: str) -> str | None:
-    """The subject of one of our access tokens (HS256, unexpired), else None."""
-    try:
-        head, payload, sig = token.split(".")
-        good = _b64(hmac.new(key, f"{head}.{payload}".encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(good.encode(), sig.encode()):
-            return None
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, TypeError, UnicodeError):
-        return None
-    if not isinstance(claims, dict) or claims.get("typ") != "casa-servicex-access":
-        return None
-    exp = claims.get("exp")
-    if not isinstance(exp, (int, float)) or exp <= time.time() or not isinstance(claims.get("sub"), str):
-        return None
-    return claims["sub"]
-
-
-# -- SigV4 (the S3 subset) ------------------------------------------------------------------------
-class SigV4Error(Exception):
-    pass
-
-
-_SIGV4_SKEW = 900  # seconds of clock skew accepted for header-signed requests
-
-
-def _q(text: str) -> str:
-    return quote(text, safe="-_.~")
-
-
-def verify_sigv4(request: Request, secret_for, owners: dict[str, str]) -> str:
-    """Check an AWS Signature V4 (header or presigned URL); the owner of the access key used."""
-    raw_query = request.scope.get("query_string", b"").decode("latin-1")
-    pairs = parse_qsl(raw_query, keep_blank_values=True)
-    params = dict(pairs)
-    now = time.time()
-    if "Signature" in params and "AWSAccessKeyId" in params:
-        return _verify_sigv2_query(request, params, secret_for, owners, now)
-    if "X-Amz-Signature" in params:
-        if params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
-            raise SigV4Error("only AWS4-HMAC-SHA256 signatures are accepted")
-        cred, signed, sig = params.get("X-Amz-Credential", ""), params.get("X-Amz-SignedHeaders", ""), params["X-Amz-Signature"]
-        amz_date = params.get("X-Amz-Date", "")
-        try:
-            expires = int(params.get("X-Amz-Expires", ""))
-        except ValueError:
-            raise SigV4Error("X-Amz-Expires is missing or not a number") from None
-        payload = "UNSIGNED-PAYLOAD"
-        pairs = [(k, v) for k, v in pairs if k != "X-Amz-Signature"]
-    else:
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("AWS4-HMAC-SHA256 "):
-            raise SigV4Error("a request signed with AWS Signature V4 is required (unknown access key)")
-        fields = {}
-        for part in auth[len("AWS4-HMAC-SHA256 "):].split(","):
-            k, _, v = part.strip().partition("=")
-            fields[k] = v
-        cred, signed, sig = fields.get("Credential", ""), fields.get("SignedHeaders", ""), fields.get("Signature", "")
-        amz_date = request.headers.get("x-amz-date", "")
-        expires = None
-        payload = request.headers.get("x-amz-content-sha256") or hashlib.sha256(b"").hexdigest()
-    try:
-        key, date, region, service, term = cred.split("/")
-    except ValueError:
-        raise SigV4Error("malformed credential scope") from None
-    if term != "aws4_request" or service != "s3":
-        raise SigV4Error("malformed credential scope")
-    secret = secret_for(key)
-    if secret is None:
-        raise SigV4Error("unknown access key")
-    try:
-        t = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
-    except ValueError:
-        raise SigV4Error("X-Amz-Date is missing or malformed") from None
-    if not amz_date.startswith(date):
-        raise SigV4Error("the credential date does not match X-Amz-Date")
-    if expires is not None:
-        if expires < 1 or t > now + _SIGV4_SKEW or now > t + expires:
-            raise SigV4Error("the presigned URL has expired (or is not valid yet)")
-    elif abs(now - t) > _SIGV4_SKEW:
-        raise SigV4Error("the request time is too far from the server's (RequestTimeTooSkewed)")
-    names = [h for h in signed.split(";") if h]
-    if "host" not in names or names != sorted(names):
-        raise SigV4Error("the signed headers must include host")
-    headers = "".join(f"{h}:{' '.join(request.headers.get(h, '').split())}\n" for h in names)
-    query = "&".join(f"{k}={v}" for k, v in sorted((_q(k), _q(v)) for k, v in pairs))
-    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-    canonical = "\n".join([request.method, path, query, headers, signed, payload])
-    scope = f"{date}/{region}/{service}/{term}"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    k = ("AWS4" + secret).encode()
-    for part in (date, region, service, term):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    good = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(good.encode(), sig.encode("latin-1", "replace")):
-        raise SigV4Error("SignatureDoesNotMatch: the request signature does not match")
-    return owners[key]
-
-
-def _verify_sigv2_query(request: Request, params: dict[str, str], secret_for, owners: dict[str, str],
-                        now: float) -> str:
-    """A presigned URL in the query-string form of Signature V2 (what botocore makes for S3 by default)."""
-    key = params["AWSAccessKeyId"]
-    secret = secret_for(key)
-    if secret is None:
-        raise SigV4Error("unknown access key")
-    try:
-        expires = int(params.get("Expires", ""))
-    except ValueError:
-        raise SigV4Error("Expires is missing or not a number") from None
-    if now > expires:
-        raise SigV4Error("the presigned URL has expired")
-    amz = "".join(f"{k}:{v.strip()}\n" for k, v in sorted(request.headers.items()) if k.startswith("x-amz-"))
-    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-    to_sign = "\n".join([request.method, request.headers.get("content-md5", ""), request.headers.get("content-type", ""),
-                         str(expires), amz + path])
-    good = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
-    if not hmac.compare_digest(good.encode(), params["Signature"].encode("latin-1", "replace")):
-        raise SigV4Error("SignatureDoesNotMatch: the request signature does not match")
-    return owners[key]
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -240,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
         if scheme.lower() != "bearer" or not token:
             raise HTTPException(401, "this endpoint needs a bearer token: configure your ServiceX refresh "
                                      "token (servicex.yaml token:) or send a WLCG token")
-        sub = _jwt_sub(settings._jwt_key, token)
+        sub = access_subject(settings._jwt_key, token)
         if sub is not None:
             return sub
         if settings.verifier is not None and token.count(".") == 2:
@@ -285,7 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
             sub, exp = _wlcg_owner(settings, claims), min(int(claims["exp"]), int(time.time()) + 3600)
         else:
             raise HTTPException(401, "the refresh token is not valid for this endpoint")
-        return {"access_token": _jwt(settings._jwt_key, {"sub": sub, "exp": exp, "typ": "casa-servicex-access"})}
+        return {"access_token": access_token(settings._jwt_key, {"sub": sub, "exp": exp, "typ": "casa-servicex-access"})}
 
     @app.post("/servicex/transformation")
     async def submit(request: Request, who: str = Depends(user)) -> dict[str, str]:
