@@ -20,7 +20,7 @@ def _print_status(st: dict) -> None:
 
 
 @facility_app.command("up")
-def up_cmd(workers: int = typer.Option(2, help="Dask workers")) -> None:
+def up_cmd(workers: int = typer.Option(2, help="Dask workers per user cluster by default (its max_workers option)")) -> None:
     """Start every service (safe to run twice) and write the facility config."""
     from rich.console import Console
 

@@ -292,7 +292,7 @@ def iter_chunks(items: list[FileItem], chunksize: int, bad: dict[FileItem, str],
             yield from chunks
 
 
-#: entries (or Parquet row-group sizes) of local files, by (path, size, mtime, tree, format): a
+#: entries (or Parquet row-group sizes) of local files, by (path, size, mtime, inode, tree, format): a
 #: notebook re-running a cell on a cluster does not open every file again to plan its chunks
 _COUNTS: dict[tuple[Any, ...], Any] = {}
 _MAX_COUNTS = 100_000

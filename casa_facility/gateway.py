@@ -499,7 +499,12 @@ def start_for_facility(fac: Any) -> None:
         env_backend = "slurm"
         fac.services["slurm"] = {"url": str(slurm.conf), "ports": [slurm.ports["ctld_port"]],
                                  "pids": [p.pid for p in slurm.procs.values()]}
-    gw = GatewayService(fac.dir / "gateway", issuer=fac.issuer, backend=env_backend)
+    # `casa facility up --workers N`: a user's cluster has at most N workers unless it asks for
+    # more (up to the limit, raised to N if N is higher)
+    workers = int(getattr(fac, "workers", DEFAULT_OPTIONS["max_workers"]))
+    gw = GatewayService(fac.dir / "gateway", issuer=fac.issuer, backend=env_backend,
+                        defaults={"max_workers": workers},
+                        limits={"max_workers": max(workers, DEFAULT_LIMITS["max_workers"])})
     gw.start()
     fac.stoppers.append(gw.stop)
     fac.config["compute"] = {"gateway": gw.client_config()}

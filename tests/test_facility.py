@@ -143,6 +143,22 @@ def _under(state_dir: str) -> list[tuple[str, str]]:
     return left
 
 
+def test_workers_option_is_the_clusters_default(running):
+    """`casa facility up --workers N` (default 2): a user's cluster has N workers at most unless
+    it asks for more; the limit stays at least the facility's default limit."""
+    from casa_compute.clusters.gateway import CasaGateway
+
+    tok = os.path.join(running["state_dir"], "secrets", "token")
+    gw = CasaGateway(token=tok)
+    try:
+        opts = gw.cluster_options()
+        assert opts.max_workers == 2
+        opts.max_workers = 8  # within the limit: accepted by the form
+        assert opts.max_workers == 8
+    finally:
+        gw.close()
+
+
 def test_down_leaves_nothing_behind(running):
     import casa_compute
 
