@@ -66,7 +66,7 @@ runs unless a median is given):
   by a thread pool, and the counts of unchanged local files are remembered between runs, keyed
   by path, size, mtime and inode). The first chunk now starts ~0.02-0.03 s after `run()` is
   called and the merged result is back ~0.02 s after the last chunk ends. Before: 1.54x at load
-  0.6-0.9, after: 1.65-1.74x.
+  0.6-0.9, after: 1.64-1.74x (the last two bench runs: 1.70x and 1.64x at 2M events).
 - *Task size.* 100 no-op chunks of 20,000 cost 1.25 s (plain TCP) / 1.55 s (TLS) against 0.31 /
   0.43 s for 10 chunks: ~10 ms per task, ~3 ms of it TLS. Hence the automatic chunk size (at
   least 4 chunks per worker, otherwise as large as memory allows; files of 200k -> one chunk each).
