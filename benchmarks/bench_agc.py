@@ -10,10 +10,10 @@ runner), with tracemalloc tracing every numpy/awkward buffer from the start of t
 
 Also the AGC's metrics (events/s per core = entries / summed process time, bytes read) and the
 I/O-only mode (``io_only=True``) on the same input, and beside the pipeline a hand-written coffea
-processor (a copy of tests/test_agc.py's ``AGCOracle``, which shares no code with the pipeline) run
-by coffea's own ``processor.Runner`` + ``IterativeExecutor`` (NanoAOD schema, one core) on the same
-file and chunk size, nominal only and with the same variations; its histograms are checked equal
-to the pipeline's (rtol 1e-9, as the test) before anything is reported.
+processor (``casa_compute.testing.AGCReference``, which shares no code with the pipeline and which
+tests/test_agc.py checks the pipeline against) run by coffea's own ``processor.Runner`` +
+``IterativeExecutor`` (NanoAOD schema, one core) on the same file and chunk size, nominal only and
+with the same variations; its histograms are checked equal to the pipeline's (rtol 1e-9, as the test) before anything is reported.
 
     .venv/bin/python benchmarks/bench_agc.py [--quick]
 """
@@ -38,10 +38,10 @@ SPEC = ROOT / "casa_compute" / "pipeline" / "examples" / "agc_ttbar.yaml"
 SHARED = Path(os.environ.get("CASA_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-# -- the hand-written coffea processor: tests/test_agc.py's AGCOracle, copied (benchmarks don't import
-# tests). Two changes, neither in what it computes: ``variations=False`` runs the nominal only (no
-# smearing), and the documented smearing generator runs in numpy uint64 arithmetic instead of the
-# test's per-jet Python loop (same numbers; the histograms are checked against the pipeline's).
+# -- the hand-written coffea processor: casa_compute.testing.AGCReference (tests/test_agc.py checks the
+# pipeline against it). ``variations=False`` runs the nominal only (no smearing); the documented
+# smearing generator runs here in numpy uint64 arithmetic instead of the test's per-jet Python loop
+# (same numbers; the histograms are checked against the pipeline's).
 LUMI = 3378.0
 XSEC = 729.84
 
@@ -71,72 +71,11 @@ def smear_factors(run, lumi, event, njets):
 
 
 def coffea_processor(variations: bool = True):
-    """tests/test_agc.py's AGCOracle as a coffea ProcessorABC."""
-    import awkward as ak
-    import hist
-    from coffea import processor
+    """The AGC as a plain coffea processor (``casa_compute.testing.AGCReference``, which shares no
+    code with the pipeline), with the vectorised smearing generator."""
+    from casa_compute.testing import AGCReference
 
-    class AGCOracle(processor.ProcessorABC):
-        """The AGC's TtbarAnalysis (selection, regions, variations), without ML, as a coffea processor."""
-
-        def __init__(self):
-            self.hist = (hist.Hist.new.Reg(25, 50, 550, name="observable").StrCat(["4j1b", "4j2b"], name="region")
-                         .StrCat([], name="process", growth=True).StrCat([], name="variation", growth=True).Weight())
-
-        def process(self, events):
-            histogram = self.hist.copy()
-            md = events.metadata
-            process, variation = md["process"], md["variation"]
-            xsec_weight = md["xsec"] * LUMI / md["nevts"]
-            jets0 = events.Jet
-            btag = "btagCSVV2" if "btagCSVV2" in jets0.fields else "btagDeepFlavB"
-            pt64 = ak.values_astype(jets0.pt, np.float64)
-            systs = ["nominal"]
-            event_systs = ([f"btag_var_{i}" for i in range(4)] + (["scale_var"] if process == "wjets" else [])
-                           if variations else [])
-            if variation == "nominal" and variations:
-                res = smear_factors(events.run, events.luminosityBlock, events.event, ak.num(jets0))
-                systs += ["pt_scale_up", "pt_res_up"] + event_systs
-            for syst in systs:
-                varied = {"pt_scale_up": lambda: pt64 * 1.03, "pt_res_up": lambda: pt64 * res}
-                jets = ak.with_field(jets0, varied[syst]() if syst in varied else pt64, "pt")
-                el, mu = events.Electron, events.Muon
-                el = el[(el.pt > 30) & (np.abs(el.eta) < 2.1) & (el.cutBased == 4) & (el.sip3d < 4)]
-                mu = mu[(mu.pt > 30) & (np.abs(mu.eta) < 2.1) & mu.tightId & (mu.sip3d < 4)
-                        & (mu.pfRelIso04_all < 0.15)]
-                jets = jets[(jets.pt > 30) & (np.abs(jets.eta) < 2.4) & ((jets.jetId & 4) == 4)]
-                base = ((ak.num(el) + ak.num(mu)) == 1) & (ak.num(jets) >= 4)
-                regions = {"4j1b": base & (ak.sum(jets[btag] >= 0.5, axis=1) == 1),
-                           "4j2b": base & (ak.sum(jets[btag] > 0.5, axis=1) >= 2)}
-                for region, sel in regions.items():
-                    rj = jets[sel]
-                    w = np.ones(len(rj)) * xsec_weight
-                    if region == "4j1b":
-                        obs = ak.sum(rj.pt, axis=-1)
-                    else:
-                        tri = ak.combinations(rj, 3, fields=["j1", "j2", "j3"])
-                        p4 = tri.j1 + tri.j2 + tri.j3
-                        maxb = np.maximum(tri.j1[btag], np.maximum(tri.j2[btag], tri.j3[btag]))
-                        p4 = p4[maxb > 0.5]
-                        obs = ak.flatten(p4[ak.argmax(p4.pt, axis=1, keepdims=True)].mass)
-                    if syst in event_systs:
-                        for d in ("up", "down"):
-                            if syst == "scale_var":
-                                wv = np.full(len(rj), 1.03 if d == "up" else 0.97)
-                            else:
-                                x = ak.to_numpy(rj.pt[:, int(syst[-1])])
-                                wv = 1.0 + (x * 0.075 / 50) if d == "up" else 1.0 - (x * 0.075 / 50)
-                            histogram.fill(observable=obs, region=region, process=process,
-                                           variation=f"{syst}_{d}", weight=w * wv)
-                    else:
-                        name = variation if variation != "nominal" else syst
-                        histogram.fill(observable=obs, region=region, process=process, variation=name, weight=w)
-            return {"hist": histogram}
-
-        def postprocess(self, acc):
-            return acc
-
-    return AGCOracle()
+    return AGCReference(smear_factors, variations, lumi=LUMI)
 
 
 def coffea_child(path: str, chunk: int, variations: bool, out: str) -> None:
@@ -335,8 +274,9 @@ Events/s per core is the AGC's metric: entries / summed per-chunk processing tim
 reports it (the pipeline's `summary.json`; coffea's `savemetrics` `processtime`, which leaves out
 opening the file and building NanoEvents). Events per CPU s = entries / the process's CPU time
 (`time.process_time()`) over the whole `run_pipeline` / `Runner` call: everything each does on its
-one core. The coffea rows are tests/test_agc.py's independent `AGCOracle` processor (copied into the
-benchmark; its smearing generator in numpy instead of a per-jet Python loop, same numbers) under
+one core. The coffea rows are the independent `casa_compute.testing.AGCReference` processor that
+tests/test_agc.py checks the pipeline against (here with its smearing generator in numpy instead of
+the test's per-jet Python loop, same numbers) under
 coffea's `processor.Runner` + `IterativeExecutor`, `NanoAODSchema`, the same file, chunks of
 {chunk:,}, one core, traced the same way; every histogram (nominal, pt_scale_up, pt_res_up, the
 8 b-tag weights) checked equal to the pipeline's (rtol 1e-9) before this was written.

@@ -1,5 +1,6 @@
 """The Analysis Grand Challenge ttbar analysis: ``examples/agc_ttbar.yaml`` against an independent
-coffea processor written here in the AGC's own style (it shares no code with the pipeline), through
+coffea processor in the AGC's own style (``casa_compute.testing.AGCReference``: it shares no code with
+the pipeline), through
 local files, S3 and XCache; ``casa validate``; reproducible smearing; located errors; I/O mode.
 
 The inputs are slim copies (only the branches the analysis reads) of two real files, replicated
@@ -17,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import awkward as ak
-import hist
 import numpy as np
 import pytest
 import uproot
@@ -25,6 +25,7 @@ import yaml
 
 from casa_compute.pipeline import PipelineError, load_spec, plan, run_pipeline
 from casa_compute.pipeline.validate import compare, read_histograms
+from casa_compute.testing import AGCReference
 from casa_data.config import reset_config
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.filterwarnings("ignore::RuntimeWarning"),
@@ -61,7 +62,8 @@ def slim(src: Path, dst: Path, stop: int | None = None) -> None:
         f["Events"].extend(data)
 
 
-# -- the independent implementation: a plain coffea processor in the AGC's style ----------------------
+# -- the independent implementation: casa_compute.testing.AGCReference, a plain coffea processor in the
+# AGC's style, with the documented smearing generator in plain Python ints -----------------------------
 M64 = (1 << 64) - 1
 
 
@@ -90,71 +92,10 @@ def smear_factors(run, lumi, event, njets) -> list[list[float]]:
     return out
 
 
-class AGCOracle:
-    """The AGC's TtbarAnalysis (selection, regions, variations), without ML, as a coffea processor."""
-
-    def __init__(self):
-        self.hist = (hist.Hist.new.Reg(25, 50, 550, name="observable").StrCat(["4j1b", "4j2b"], name="region")
-                     .StrCat([], name="process", growth=True).StrCat([], name="variation", growth=True).Weight())
-
-    def process(self, events):
-        histogram = self.hist.copy()
-        md = events.metadata
-        process, variation = md["process"], md["variation"]
-        xsec_weight = md["xsec"] * LUMI / md["nevts"]
-        jets0 = events.Jet
-        btag = "btagCSVV2" if "btagCSVV2" in jets0.fields else "btagDeepFlavB"
-        pt64 = ak.values_astype(jets0.pt, np.float64)
-        res = ak.Array(smear_factors(events.run, events.luminosityBlock, events.event, ak.num(jets0)))
-        systs = ["nominal"]
-        event_systs = [f"btag_var_{i}" for i in range(4)] + (["scale_var"] if process == "wjets" else [])
-        if variation == "nominal":
-            systs += ["pt_scale_up", "pt_res_up"] + event_systs
-        for syst in systs:
-            jets = ak.with_field(jets0, {"pt_scale_up": pt64 * 1.03, "pt_res_up": pt64 * res}.get(syst, pt64), "pt")
-            el, mu = events.Electron, events.Muon
-            el = el[(el.pt > 30) & (np.abs(el.eta) < 2.1) & (el.cutBased == 4) & (el.sip3d < 4)]
-            mu = mu[(mu.pt > 30) & (np.abs(mu.eta) < 2.1) & mu.tightId & (mu.sip3d < 4) & (mu.pfRelIso04_all < 0.15)]
-            jets = jets[(jets.pt > 30) & (np.abs(jets.eta) < 2.4) & ((jets.jetId & 4) == 4)]
-            base = ((ak.num(el) + ak.num(mu)) == 1) & (ak.num(jets) >= 4)
-            regions = {"4j1b": base & (ak.sum(jets[btag] >= 0.5, axis=1) == 1),
-                       "4j2b": base & (ak.sum(jets[btag] > 0.5, axis=1) >= 2)}
-            for region, sel in regions.items():
-                rj = jets[sel]
-                w = np.ones(len(rj)) * xsec_weight
-                if region == "4j1b":
-                    obs = ak.sum(rj.pt, axis=-1)
-                else:
-                    tri = ak.combinations(rj, 3, fields=["j1", "j2", "j3"])
-                    p4 = tri.j1 + tri.j2 + tri.j3
-                    maxb = np.maximum(tri.j1[btag], np.maximum(tri.j2[btag], tri.j3[btag]))
-                    p4 = p4[maxb > 0.5]
-                    obs = ak.flatten(p4[ak.argmax(p4.pt, axis=1, keepdims=True)].mass)
-                if syst in event_systs:
-                    for d in ("up", "down"):
-                        if syst == "scale_var":
-                            wv = np.full(len(rj), 1.03 if d == "up" else 0.97)
-                        else:
-                            x = ak.to_numpy(rj.pt[:, int(syst[-1])])
-                            wv = 1.0 + (x * 0.075 / 50) if d == "up" else 1.0 - (x * 0.075 / 50)
-                        histogram.fill(observable=obs, region=region, process=process, variation=f"{syst}_{d}",
-                                       weight=w * wv)
-                else:
-                    name = variation if variation != "nominal" else syst
-                    histogram.fill(observable=obs, region=region, process=process, variation=name, weight=w)
-        return {"hist": histogram}
-
-    def postprocess(self, acc):
-        return acc
-
-
 def oracle_histograms(files: dict[str, Path]) -> dict[str, np.ndarray]:
     """The oracle through coffea's own Runner, as {"4j1b_ttbar_pt_scale_up": contents with flow}."""
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
-
-    class Proc(AGCOracle, processor.ProcessorABC):
-        pass
 
     fileset = {}
     for proc, var, xsec, fname in SAMPLES.values():
@@ -162,7 +103,7 @@ def oracle_histograms(files: dict[str, Path]) -> dict[str, np.ndarray]:
         fileset[f"{proc}__{var}"] = {"files": {str(files[fname]): "Events"},
                                      "metadata": {"process": proc, "variation": var, "xsec": xsec, "nevts": n}}
     run = processor.Runner(executor=processor.IterativeExecutor(), schema=NanoAODSchema, chunksize=1000)
-    h = run(fileset, processor_instance=Proc())["hist"]
+    h = run(fileset, processor_instance=AGCReference(smear_factors, lumi=LUMI))["hist"]
     out = {}
     procs = dict.fromkeys(p for p, _, _, _ in SAMPLES.values())
     systs = ["nominal", "pt_scale_up", "pt_res_up"] + [f"btag_var_{i}_{d}" for i in range(4) for d in ("up", "down")]
