@@ -31,3 +31,22 @@ def write_section(name: str, body: str) -> Path:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
     return RESULTS
+
+
+def time_to_workers(client, tasks: int, task_seconds: float, want: int = 4, limit: float = 120.0):
+    """Queue ``tasks`` sleeps of ``task_seconds`` on an adapting cluster; (seconds to the first
+    worker, seconds to ``want`` workers or None if the queue drained or ``limit`` passed first, the
+    queued futures, the start time)."""
+    import time
+
+    t0 = time.perf_counter()
+    futs = client.map(time.sleep, [task_seconds] * tasks, pure=False)
+    first = enough = None
+    while enough is None and time.perf_counter() - t0 < limit and not all(f.done() for f in futs):
+        n = len(client.scheduler_info()["workers"])
+        if n and first is None:
+            first = time.perf_counter() - t0
+        if n >= want:
+            enough = time.perf_counter() - t0
+        time.sleep(0.05)
+    return first, enough, futs, t0

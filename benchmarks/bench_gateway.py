@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402
+from _results import time_to_workers, write_section  # noqa: E402
 from bench_open import SOURCE, replicate  # noqa: E402
 
 import casa_compute  # noqa: E402
@@ -73,16 +73,7 @@ def bench_startup(kw) -> tuple[float, float]:
 def bench_elastic(kw, tasks: int = 120, task_seconds: float = 0.5, idle: float = 10.0):
     with CasaGatewayCluster(**kw, adapt=(0, 4), idle_worker_timeout=idle) as c, \
             c.get_client(set_as_default=False) as client:
-        t0 = time.perf_counter()
-        futs = client.map(time.sleep, [task_seconds] * tasks, pure=False)
-        first = four = None
-        while four is None and time.perf_counter() - t0 < 120:
-            n = len(client.scheduler_info()["workers"])
-            if n and first is None:
-                first = time.perf_counter() - t0
-            if n >= 4:
-                four = time.perf_counter() - t0
-            time.sleep(0.05)
+        first, four, futs, t0 = time_to_workers(client, tasks, task_seconds)
         client.gather(futs)
         done = time.perf_counter()
         del futs

@@ -27,7 +27,7 @@ import numpy as np
 import uproot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402
+from _results import time_to_workers, write_section  # noqa: E402
 from bench_open import SOURCE, replicate  # noqa: E402
 
 import casa_compute  # noqa: E402
@@ -104,16 +104,7 @@ def bench_adapt(tasks: int = 120, task_seconds: float = 0.5):
         with casa_compute.cluster("slurm", cores=1, memory="1GB", queue=slurm.partition) as c, \
                 Client(c, security=c.security) as client:
             c.adapt(minimum=0, maximum=4)
-            t0 = time.perf_counter()
-            futs = client.map(time.sleep, [task_seconds] * tasks, pure=False)
-            first = four = None
-            while four is None and time.perf_counter() - t0 < 120:
-                n = len(client.scheduler_info()["workers"])
-                if n and first is None:
-                    first = time.perf_counter() - t0
-                if n >= 4:
-                    four = time.perf_counter() - t0
-                time.sleep(0.05)
+            first, four, futs, t0 = time_to_workers(client, tasks, task_seconds)
             client.gather(futs)
             done = time.perf_counter() - t0
             c.adapt(minimum=0, maximum=0)
