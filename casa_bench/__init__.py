@@ -69,30 +69,16 @@ def bench(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *, c
     quick : 2 repetitions, 40 ranges, the first file only (for CI).
     out_dir : write ``bench-<time>.json`` and ``.png`` there; their paths are in ``doc["outputs"]``.
     """
-    from casa_data.config import get_config
-
     files = bench_files(local_files(dataset, catalog))
     if quick:
         files = files[:1]
     reps = reps or (QUICK["reps"] if quick else 5)
     nranges = nranges or (QUICK["nranges"] if quick else 200)
-    need_s3 = any(needs_s3(m) for m in methods)
-    started: str | None = None
-    with contextlib.ExitStack() as stack:
-        s3_options: dict[str, Any] = {}
-        if need_s3:
-            configured = get_config().path_options("s3").get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
-            if embedded or (embedded is None and not configured):
-                log(f"starting an embedded {server}")
-                launcher = stack.enter_context(_launcher(server))
-                launcher.create_bucket("casa-bench")
-                s3_options, started = launcher.path_options(), server
-            s3 = s3 or f"s3://casa-bench/{_slug(files)}"
-            uploads = _upload(files, s3, s3_options, log)
-        doc = run_bench(files, methods, columns=columns, reps=reps, nranges=nranges, s3_base=s3,
+    with _s3_for(files, methods, s3, embedded, server, log) as (s3_base, s3_options, _, started, uploads):
+        doc = run_bench(files, methods, columns=columns, reps=reps, nranges=nranges, s3_base=s3_base,
                         s3_options=s3_options, log=log)
     doc["meta"]["quick"] = quick
-    if need_s3:
+    if uploads is not None:
         doc["meta"]["uploads"] = uploads
     doc["meta"]["embedded_server"] = started
     if out_dir is not None:
@@ -125,7 +111,7 @@ def sweep(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *,
     concurrency = list(concurrency or (QUICK_SWEEP["concurrency"] if quick else [1, 2, 4, 8, 16, 32]))
     duration = duration or (QUICK_SWEEP["duration"] if quick else 3.0)
     max_bytes = max_bytes or (QUICK_SWEEP["max_bytes"] if quick else 4 << 30)
-    with _s3_for(files, methods, s3, embedded, server, log) as (s3_base, s3_options, pids, started):
+    with _s3_for(files, methods, s3, embedded, server, log) as (s3_base, s3_options, pids, started, _):
         doc = run_sweep(files, methods, pats, concurrency, mode=mode, duration=duration, max_bytes=max_bytes,
                         columns=columns, s3_base=s3_base, s3_options=s3_options, s3_pids=pids, workers=workers,
                         cluster=cluster, progress=progress, log=log)
@@ -140,11 +126,12 @@ def sweep(dataset: Sequence[str], methods: Sequence[str] = DEFAULT_METHODS, *,
 @contextlib.contextmanager
 def _s3_for(files: list[BenchFile], methods: Sequence[str], s3: str | None, embedded: bool | None, server: str,
             log: Callable[[str], None]):
-    """S3 copies of ``files`` when a method needs them: ``(base, options, server pids, started server)``."""
+    """S3 copies of ``files`` when a method needs them: ``(base, options, server pids, started server,
+    upload timings)``; all empty (None) when none does."""
     from casa_data.config import get_config
 
     if not any(needs_s3(m) for m in methods):
-        yield None, {}, {}, None
+        yield None, {}, {}, None, None
         return
     with contextlib.ExitStack() as stack:
         options: dict[str, Any] = {}
@@ -158,8 +145,8 @@ def _s3_for(files: list[BenchFile], methods: Sequence[str], s3: str | None, embe
             options, started = launcher.path_options(), server
             pids = {server: [p.pid for p in launcher.procs.values()]}
         base = s3 or f"s3://casa-bench/{_slug(files)}"
-        _upload(files, base, options, log)
-        yield base, options, pids, started
+        uploads = _upload(files, base, options, log)
+        yield base, options, pids, started, uploads
 
 
 def _launcher(server: str):
