@@ -28,16 +28,47 @@ from casa_facility.services.s3 import S3Server
 
 __all__ = ["CephRGW"]
 
+_OSD_PORTS = 24  # the OSD's messengers need 8; the rest is room for a port taken meanwhile
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (Linux default 32768-60999)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    """True if nothing listens on ``port`` and no connection uses it as its local port."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return not port_open(port)
+
 
 def _free_range(n: int) -> int:
-    """The first port of ``n`` consecutive ports that are free now."""
+    """The first port of ``n`` consecutive free ports, outside the kernel's ephemeral range.
+
+    The OSD binds its messengers (public, cluster, two heartbeats; v1 and v2 each) only when
+    the mon is up; a range inside the ephemeral range can meanwhile be taken by any outgoing
+    connection on the machine (CI saw "bind unable to bind ... on any port in range").
+    """
     import random
 
+    lo, hi = _ephemeral_ports()
+    spans = [(a, b) for a, b in ((10000, lo), (hi + 1, 65535)) if b - a > n]
     for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
-        if not any(port_open(p) for p in range(base, base + n)):
+        a, b = random.choice(spans or [(10000, 65535)])
+        base = random.randrange(a, b - n)
+        if all(_bindable(p) for p in range(base, base + n)):
             return base
-    raise ServiceError(f"no {n} consecutive free ports on {LOOPBACK}")
+    raise ServiceError(f"no {n} consecutive free ports on {LOOPBACK} outside {lo}-{hi}")
 
 
 class CephRGW(S3Server, Service):
@@ -105,7 +136,7 @@ class CephRGW(S3Server, Service):
 
     def prepare(self) -> None:
         self._user = False
-        base = _free_range(13)
+        base = _free_range(3 + _OSD_PORTS)
         self._mon2, self._mon1, self.port = base, base + 1, base + 2
         mon2, mon1 = self._mon2, self._mon1
         d = self.workdir
@@ -116,10 +147,11 @@ class CephRGW(S3Server, Service):
 fsid = {self._fsid}
 mon_host = [v2:{LOOPBACK}:{mon2},v1:{LOOPBACK}:{mon1}]
 public_addr = {LOOPBACK}
+cluster_addr = {LOOPBACK}
 ms_bind_ipv4 = true
 ms_bind_ipv6 = false
 ms_bind_port_min = {base + 3}
-ms_bind_port_max = {base + 12}
+ms_bind_port_max = {base + 2 + _OSD_PORTS}
 auth_cluster_required = none
 auth_service_required = none
 auth_client_required = none
