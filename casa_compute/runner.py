@@ -54,7 +54,8 @@ class _Partial:
     failures: list[ChunkFailure] = field(default_factory=list)
 
 
-def _events(chunk: Chunk, url: str, via: str | None, schema: Any, handle: Any) -> Any:
+def _events(chunk: Chunk, url: str, via: str | None, schema: Any, handle: Any,
+            run_id: str | None = None) -> Any:
     from coffea.nanoevents import NanoEventsFactory
 
     meta = {**chunk.file.metadata, "dataset": chunk.file.dataset, "filename": url,
@@ -63,7 +64,7 @@ def _events(chunk: Chunk, url: str, via: str | None, schema: Any, handle: Any) -
         return NanoEventsFactory.from_parquet(
             handle, entry_start=chunk.start, entry_stop=chunk.stop, schemaclass=schema,
             metadata=meta, mode="virtual").events()
-    return root_events(handle, chunk.file.tree, chunk.start, chunk.stop, schema, meta)
+    return root_events(handle, chunk.file.tree, chunk.start, chunk.stop, schema, meta, learn=run_id)
 
 
 _SECRET_QUERY = re.compile(r"((?:authz|access_token|token|X-Amz-Signature|X-Amz-Credential)=)[^&\s'\"]+",
@@ -134,15 +135,16 @@ _OPENED_LOCK = threading.Lock()
 
 
 def _process_once(processor: Any, chunk: Chunk, url: str, via: str | None, schema: Any, opened: Any = None,
-                  run_id: str | None = None) -> tuple[Any, int]:
+                  run_id: str | None = None, learn: str | None = None) -> tuple[Any, int]:
     """One attempt on one replica: (output, bytes read). ``opened``: (url, ROOT handle) to reuse;
-    ``run_id``: keep this thread's handle open for the next chunk of the same file."""
+    ``run_id``: keep this thread's handle open for the next chunk of the same file and read the
+    branches earlier chunks of the run touched in one request (``learn``, see ``root_events``)."""
     if chunk.file.format == "arrow":
         return processor.process(_arrow_events(chunk, schema)), int(chunk.table.nbytes)  # type: ignore[attr-defined]
     if opened is None and run_id is not None and chunk.file.format == "root":
         try:
             opened = (url, _HANDLES.get(run_id, url, via))
-            return _process_once(processor, chunk, url, via, schema, opened)
+            return _process_once(processor, chunk, url, via, schema, opened, learn=learn or run_id)
         except BaseException:
             _HANDLES.drop()  # a handle that failed once is not trusted again
             raise
@@ -150,7 +152,7 @@ def _process_once(processor: Any, chunk: Chunk, url: str, via: str | None, schem
         f = opened[1]
         before = getattr(f, "_casa_bytes_counted", 0)
         try:
-            out = processor.process(_events(chunk, url, via, schema, f))
+            out = processor.process(_events(chunk, url, via, schema, f, learn))
         finally:
             if f.file.array_cache is not None:
                 f.file.array_cache.clear()  # this chunk's arrays: not needed by the next one
@@ -167,11 +169,13 @@ def _process_once(processor: Any, chunk: Chunk, url: str, via: str | None, schem
 
 
 def process_chunk(processor: Any, chunk: Chunk, schema: Any = None, retries: int = 2,
-                  retry_wait: float = 0.2, opened: Any = None, run_id: str | None = None) -> _Partial:
+                  retry_wait: float = 0.2, opened: Any = None, run_id: str | None = None,
+                  learn: str | None = None) -> _Partial:
     """Run ``processor`` on one chunk; never raises for data errors (returns a failure).
 
     ``opened``: ``(url, open ROOT file)`` to use on the first attempt; ``run_id``: reuse this
-    thread's open file across chunks of one run (see :class:`_Handles`)."""
+    thread's open file across chunks of one run (see :class:`_Handles`); ``learn`` (default
+    ``run_id``): read the branches earlier chunks of this run touched in one request."""
     from casa_data.access import Replicas
 
     from .chunks import candidates
@@ -183,8 +187,9 @@ def process_chunk(processor: Any, chunk: Chunk, schema: Any = None, retries: int
     for attempt in range(retries + 1):
         def once(cand, attempt=attempt):
             via = vias.get(cand.url)
-            out = _process_once(processor, chunk, cand.url, via, schema, opened if attempt == 0 else None,
-                                run_id if attempt == 0 else None)
+            first = attempt == 0
+            out = _process_once(processor, chunk, cand.url, via, schema, opened if first else None,
+                                run_id if first else None, (learn or run_id) if first else None)
             return out, cand.url
         try:
             # Failover (order, health marks) by casa_data.access; a processor's own exception
@@ -385,6 +390,7 @@ def _run_local(processor: Any, items: Any, chunksize: int, schema: Any, retries:
     from coffea.processor import accumulate
 
     acc = _Partial()
+    run_id = uuid.uuid4().hex[:10]
     with _progress(progress, len(items), "in-process") as bar:
         task = bar.add_task("in-process", total=len(items)) if bar is not None else None
         for item in items:
@@ -400,7 +406,7 @@ def _run_local(processor: Any, items: Any, chunksize: int, schema: Any, retries:
                 if bar is not None:  # the total was one per file until the file was opened
                     bar.update(task, total=bar.tasks[0].total - 1 + len(chunks))
                 for chunk in chunks:
-                    p = process_chunk(processor, chunk, schema, retries,
+                    p = process_chunk(processor, chunk, schema, retries, learn=run_id,
                                       opened=(url, handle) if handle is not None else None)
                     acc.output = accumulate([acc.output, p.output])
                     acc.stats += p.stats

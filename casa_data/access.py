@@ -263,7 +263,7 @@ def open_root(cand: Candidate) -> Any:
     import uproot
 
     try:
-        return uproot.open(cand.path.reader_url(cand.url), **cand.path.storage_options(cand.url))
+        return uproot.open(cand.path.reader_url(cand.url), **cand.path.uproot_options(cand.url))
     except Exception as err:  # noqa: BLE001 - translated: the path names the culprit
         _raise(cand, err)
 

@@ -417,7 +417,7 @@ class Dataset:
             return NanoEventsFactory.from_root(
                 {c.path.reader_url(c.url): self.tree}, schemaclass=schema, mode=mode,
                 entry_start=entry_start, entry_stop=entry_stop, metadata={"dataset": self.name},
-                uproot_options=c.path.storage_options(c.url),
+                uproot_options=c.path.uproot_options(c.url),
             ).events()
 
         # Fail over while finding a readable replica; schema errors then surface as they are.

@@ -198,7 +198,7 @@ def convert_to_parquet(cand: Candidate, tree: str, out: str | Path, row_group_ev
     import pyarrow.parquet as pq
     import uproot
 
-    with uproot.open(cand.path.reader_url(cand.url), **cand.path.storage_options(cand.url)) as f:
+    with uproot.open(cand.path.reader_url(cand.url), **cand.path.uproot_options(cand.url)) as f:
         t = f[tree]
         total = int(t.num_entries)
         step = row_group_events

@@ -79,3 +79,30 @@ def test_runner_events_equal_from_root(path):
                 if name in ours.fields:
                     assert ak.array_equal(ours[name].pt, theirs[name].pt)
                     assert ak.array_equal(ak.num(ours[name]), ak.num(theirs[name]))
+
+
+def test_branches_touched_by_earlier_chunks_are_read_in_one_request():
+    """With ``learn=`` a run's later chunks read what the first touched in one request, same values."""
+    from casa_compute.events import root_events
+
+    need(AGC)
+
+    def dimuon(ev):
+        mu = ev.Muon[ak.num(ev.Muon) == 2]
+        return ak.to_list(mu.pt + mu.eta), ak.to_list(mu.phi * mu.charge)
+
+    ranges = [(0, 10_000), (10_000, 30_000), (30_000, 31_000)]
+    for learn in (None, "run-a"):
+        with uproot.open(AGC) as f:
+            requests, values = [], []
+            for start, stop in ranges:
+                before = f.file.source.num_requests
+                values.append(dimuon(root_events(f, "Events", start, stop, LenientNanoAODSchema, {},
+                                                 learn=learn)))
+                requests.append(f.file.source.num_requests - before)
+        if learn is None:
+            plain, first = values, requests[0]  # the first also reads what opening the tree needs
+            assert requests[1:] == [4, 4]  # Muon_pt (with the offsets), eta, phi, charge: one each
+        else:
+            assert values == plain
+            assert requests == [first, 1, 1]

@@ -13,7 +13,8 @@ To implement a path:
 3. Implement :meth:`check` (a fast health check of the service behind a URL; raise
    :class:`~casa_data.errors.ServiceError` saying what is wrong and what to do).
 4. Optionally override :meth:`to_url` (LFN -> URL, default: prefix substitution from a site rule),
-   :meth:`storage_options` (what uproot needs to read the URL), :meth:`reader_url` and
+   :meth:`storage_options` (what uproot needs to read the URL; :meth:`uproot_options` if uproot
+   needs more than fsspec), :meth:`reader_url` and
    :meth:`arrow_filesystem` (what pyarrow reads through).
 5. Declare what it can do in ``capabilities`` (see :class:`Capability`): a file path keeps the
    default (``FILESYSTEM``, ``BYTE_RANGES``); a path that scans on a server subclasses
@@ -88,6 +89,10 @@ class DeliveryPath(ABC):
     def storage_options(self, url: str) -> dict[str, Any]:
         """Keyword arguments uproot / pyarrow-through-fsspec need to read ``url``."""
         return {}
+
+    def uproot_options(self, url: str) -> dict[str, Any]:
+        """Keyword arguments for ``uproot.open(reader_url(url), ...)`` (default: :meth:`storage_options`)."""
+        return self.storage_options(url)
 
     def reader_url(self, url: str) -> str:
         """The string handed to uproot / pyarrow (e.g. a plain path for local files)."""

@@ -51,6 +51,14 @@ class LocalPath(DeliveryPath):
     def storage_options(self, url: str) -> dict[str, Any]:
         return {}
 
+    def uproot_options(self, url: str) -> dict[str, Any]:
+        """uproot reads local files through ``mmap``: its default (fsspec) hands every request to
+        an I/O thread and waits for it, ~0.5 ms per branch read; lazily read NanoEvents make one
+        request per branch (measured: 5% of a 4-branch dimuon loop over 10 files)."""
+        from uproot.source.file import MemmapSource
+
+        return {"handler": MemmapSource}
+
     def arrow_filesystem(self, url: str):
         from pyarrow.fs import LocalFileSystem
 
