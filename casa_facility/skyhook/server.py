@@ -2,17 +2,18 @@
 
 ``GetFlightInfo`` takes a request (see :mod:`.protocol`) naming a file or a directory under the
 server root and answers one endpoint per file, so clients fetch files in parallel. ``DoGet``
-scans one file with the same readers the client-side path uses (:mod:`casa_data.readers`:
-pyarrow.dataset with row-group pruning for Parquet, uproot for ROOT TTrees; pyarrow.dataset for
-Arrow IPC) and streams the matching rows and columns as LZ4/ZSTD-compressed Arrow batches. A
-request with ``hist`` fills the histogram here and returns only its bins.
+scans one file (:mod:`.store`) with the same readers the client-side path uses
+(:mod:`casa_data.readers`: pyarrow.dataset with row-group pruning for Parquet, uproot for ROOT
+TTrees; pyarrow.dataset for Arrow IPC) and streams the matching rows and columns as
+LZ4/ZSTD-compressed Arrow batches. A request with ``hist`` fills the histogram here and returns
+only its bins.
 
 The root is a local directory or ``s3://bucket/prefix`` (read with the S3 delivery path, with
 credentials from the standard AWS variables). Bearer tokens are checked on every call (static
 tokens, or WLCG JWTs whose ``storage.read`` scopes limit the paths: :mod:`.auth`); TLS is
-optional. Limits: concurrent scans (others wait ``queue_timeout`` then get "busy"), the process's
-resident memory, request size. Every failure is a Flight error carrying a JSON
-``extra_info`` the client turns back into the casa error; the service stays up.
+optional. Limits (:mod:`.limits`): concurrent scans (others wait ``queue_timeout`` then get
+"busy"), the process's resident memory, request size. Every failure is a Flight error carrying a
+JSON ``extra_info`` the client turns back into the casa error; the service stays up.
 
 Run: ``python -m casa_facility.skyhook.server --root DIR --port 0 [--token-file F] [--issuer URL
 --jwks FILE] [--tls-cert C --tls-key K]``; it prints ``casa-skyhook listening on ...`` once
@@ -45,91 +46,17 @@ import pyarrow.flight as flight
 
 from casa_data import readers
 from casa_data.errors import CasaError, ObjectNotFoundError
-from casa_data.resolver import Candidate
-from casa_data.skyhook.protocol import Request, decode, error_info, file_format, fill_values
+from casa_data.skyhook.protocol import Request, decode, error_info, file_format
 from casa_facility.skyhook.auth import BearerAuth, WLCGVerifier, authorize
+from casa_facility.skyhook.limits import COUNT_SECONDS, MAX_COUNT, MAX_LIST, MAX_READ, ScanBudgetExceeded, _Budget, _rss
+from casa_facility.skyhook.store import Store
 
-__all__ = ["SkyhookServer", "Store", "main"]
+__all__ = ["ScanBudgetExceeded", "SkyhookServer", "Store", "main"]
 
 log = logging.getLogger("casa_data.skyhook")
-MAX_READ = 64 << 20  # bytes per raw "read" action
-MAX_LIST = 1000      # FlightInfos of one ListFlights
-MAX_COUNT = 64       # files whose rows are counted for a FlightInfo (more: total_records -1)
-COUNT_SECONDS = 5.0   # time a FlightInfo may spend counting rows (more: total_records -1)
-MAX_SCHEMA_COLUMNS = 256  # ROOT columns read (one entry) for a FlightInfo's schema
-
-
-# -- where the files are -----------------------------------------------------------------------
-class Store:
-    """Files under a root (a directory or ``s3://bucket/prefix``), addressed by relative path."""
-
-    def __init__(self, root: str, s3_options: dict[str, Any] | None = None):
-        if root.startswith(("s3://", "s3a://")):
-            from casa_data.paths.s3 import S3Path
-
-            self.path: Any = S3Path(**(s3_options or {}))
-            self.root = root.rstrip("/")
-        else:
-            from casa_data.paths.local import LocalPath
-
-            self.path = LocalPath()
-            self.root = os.path.realpath(os.path.expanduser(root))
-            if not os.path.isdir(self.root):
-                raise CasaError(f"Skyhook root {self.root} is not a directory")
-
-    def url(self, rel: str) -> str:
-        """The URL of ``rel``; refuses paths that leave the root."""
-        parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise ObjectNotFoundError(f"{rel!r}: '..' is not allowed in Skyhook paths")
-        url = "/".join([self.root, *parts])
-        if not url.startswith("s3"):
-            real = os.path.realpath(url)
-            if real != self.root and not real.startswith(self.root + os.sep):
-                raise ObjectNotFoundError(f"{rel!r} points outside the served directory")
-        return url
-
-    def real(self, rel: str) -> str:
-        """``rel`` as the file it really is, relative to the root (symbolic links resolved): scopes
-        are checked on this, so an in-root link cannot widen what a token may read."""
-        url = self.url(rel)
-        if url.startswith("s3"):
-            return url[len(self.root):].strip("/")
-        real = os.path.realpath(url)
-        return "" if real == self.root else os.path.relpath(real, self.root).replace(os.sep, "/")
-
-    def list(self, rel: str) -> list[str]:
-        """Data files at ``rel`` (itself, or every Parquet/Arrow/ROOT file below it), sorted."""
-        from pyarrow import fs as pafs
-
-        afs, base = self.path.arrow_filesystem(self.url(rel))
-        info = afs.get_file_info(base)
-        if info.type == pafs.FileType.NotFound:
-            raise ObjectNotFoundError(f"{rel or '/'} does not exist on this Skyhook server")
-        if info.type == pafs.FileType.File:
-            infos = [info]
-        else:
-            infos = afs.get_file_info(pafs.FileSelector(base, recursive=True))
-        _, top = self.path.arrow_filesystem(self.root)
-        top = top.rstrip("/")
-        out = [i.path[len(top):].lstrip("/") for i in infos
-               if i.type == pafs.FileType.File and file_format(i.path)]
-        return sorted(out)
-
-    def candidate(self, rel: str) -> Candidate:
-        return Candidate(self.url(rel), self.path)
 
 
 # -- the server ----------------------------------------------------------------------------------
-def _rss() -> int:
-    """Resident memory of this process in bytes (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def _flight_errors(fn):
     """Turn any exception into a Flight error with a JSON ``extra_info``; the server stays up."""
 
@@ -155,32 +82,6 @@ def _as_flight(err: BaseException) -> flight.FlightError:
     return flight.FlightServerError(msg[:4096], json.dumps(error_info(err)).encode())
 
 
-class ScanBudgetExceeded(CasaError):
-    """A scan used more CPU time than the server's per-scan limit."""
-
-
-class _Budget:
-    """CPU seconds of one scan, counted over the stretches where it runs, checked between batches."""
-
-    def __init__(self, limit: float | None):
-        self.limit, self.used, self._t0 = limit, 0.0, None
-
-    def start(self) -> None:
-        self._t0 = time.thread_time()
-
-    def stop(self) -> None:
-        if self._t0 is not None:
-            self.used += time.thread_time() - self._t0
-            self._t0 = None
-
-    def check(self) -> None:
-        used = self.used + (time.thread_time() - self._t0 if self._t0 is not None else 0.0)
-        if self.limit and used > self.limit:
-            raise ScanBudgetExceeded(
-                f"scan stopped after {used:.1f} s of CPU time, above this server's per-scan limit of "
-                f"{self.limit:g} s (--max-scan-cpu); ask for fewer files, columns or a narrower filter")
-
-
 class SkyhookServer(flight.FlightServerBase):
     """Scans under ``root`` for Flight clients. See the module docstring."""
 
@@ -201,7 +102,6 @@ class SkyhookServer(flight.FlightServerBase):
         self.location = flight.Location(f"{scheme}://{host}:{self.port}")
         self.max_scans, self.max_memory, self.queue_timeout = max_scans, max_memory, queue_timeout
         self.max_scan_cpu = max_scan_cpu
-        self._counts: dict[tuple, int] = {}  # (file, tree, size, mtime) -> rows
         self._slots = threading.BoundedSemaphore(max_scans)
         self._running = 0
         self._lock = threading.Lock()
@@ -238,7 +138,7 @@ class SkyhookServer(flight.FlightServerBase):
     def get_schema(self, context, descriptor):
         req = self._request(descriptor)
         files = self._files(context, req)
-        return flight.SchemaResult(self._schema(req, files[0]))
+        return flight.SchemaResult(self.store.schema(req, files[0]))
 
     @_flight_errors
     def list_flights(self, context, criteria):
@@ -272,7 +172,7 @@ class SkyhookServer(flight.FlightServerBase):
         budget = _Budget(self.max_scan_cpu)
         budget.start()
         try:
-            schema, batches = self._scan(req, budget)
+            schema, batches = self.store.scan(req, budget)
             budget.stop()
             budget.check()
         except BaseException:
@@ -285,7 +185,7 @@ class SkyhookServer(flight.FlightServerBase):
     def _info(self, req: Request, descriptor, files: list[str], root_counts: bool = True) -> flight.FlightInfo:
         endpoints = [flight.FlightEndpoint(req.for_file(rel).encode(), [self.location]) for rel in files]
         try:
-            schema = self._schema(req, files[0])
+            schema = self.store.schema(req, files[0])
         except Exception:  # noqa: BLE001 - the scan will say what is wrong; the info stays useful
             log.debug("no schema for %s", files[0], exc_info=True)
             schema = pa.schema([])
@@ -297,7 +197,7 @@ class SkyhookServer(flight.FlightServerBase):
             try:
                 records = 0
                 for f in files:
-                    if (n := self._rows(f, req.tree, root=root_counts)) is None or time.monotonic() > deadline:
+                    if (n := self.store.rows(f, req.tree, root=root_counts)) is None or time.monotonic() > deadline:
                         records = -1
                         break
                     records += n
@@ -305,72 +205,10 @@ class SkyhookServer(flight.FlightServerBase):
                 records = -1
         size = -1
         try:
-            size = sum(self._size(f) for f in files) if len(files) <= MAX_COUNT else -1
+            size = sum(self.store.size(f) for f in files) if len(files) <= MAX_COUNT else -1
         except Exception:  # noqa: BLE001
             size = -1
         return flight.FlightInfo(schema, descriptor, endpoints, records, size)
-
-    def _schema(self, req: Request, rel: str) -> pa.Schema:
-        """The schema a scan of ``rel`` answers (the requested columns, in order)."""
-        if req.hist is not None:
-            return pa.schema([("value", pa.float64()), ("variance", pa.float64())])
-        fmt = file_format(rel)
-        cand = self.store.candidate(rel)
-        if fmt in ("parquet", "ipc"):
-            import pyarrow.dataset as pads
-
-            fs, path = cand.path.arrow_filesystem(cand.url)
-            full = pads.dataset(path, format=fmt, filesystem=fs).schema
-        elif fmt == "root":
-            cols = req.columns
-            if cols is None or len(cols) > MAX_SCHEMA_COLUMNS:
-                return pa.schema([])  # would read a basket of every branch: left to the scan
-            with readers._open_root(cand) as f:  # one open for the schema (one entry) and the count
-                t = readers._tree(f, req.tree, cand.url)
-                self._remember_rows(rel, req.tree, int(t.num_entries))
-                keys = set(readers._root_keys(t))
-                arr = t.arrays([c for c in cols if c in keys], library="ak", entry_stop=1)
-            full = readers._to_arrow(arr).schema
-        else:
-            return pa.schema([])
-        if req.columns is None:
-            return full
-        return pa.schema([full.field(c) for c in req.columns if full.get_field_index(c) >= 0])
-
-    def _rows(self, rel: str, tree: str, root: bool = True) -> int | None:
-        """Rows of one file: Parquet footer, Arrow IPC, ROOT ``num_entries`` (cached per file version;
-        None for a ROOT file not yet counted when ``root`` is False: opening NanoAOD takes seconds)."""
-        fmt = file_format(rel) or ""
-        cand = self.store.candidate(rel)
-        afs, path = cand.path.arrow_filesystem(cand.url)
-        key = self._count_key(rel, tree)
-        if key in self._counts:
-            return self._counts[key]
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            with afs.open_input_file(path) as f:
-                n = int(pq.ParquetFile(f).metadata.num_rows)
-        elif fmt == "ipc":
-            n = int(_ipc_dataset(cand).count_rows())
-        elif not root:
-            return None
-        else:
-            n = int(readers.count_events(cand, fmt, tree))  # ROOT: the tree's num_entries
-        self._remember_rows(rel, tree, n)
-        return n
-
-    def _count_key(self, rel: str, tree: str) -> tuple:
-        afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
-        st = afs.get_file_info(path)
-        return (rel, tree, st.size, st.mtime_ns)
-
-    def _remember_rows(self, rel: str, tree: str, n: int) -> None:
-        key = self._count_key(rel, tree)
-        with self._lock:
-            if len(self._counts) > 10_000:
-                self._counts.clear()
-            self._counts[key] = n
 
     def list_actions(self, context):
         return [("health", "status, running scans and memory"), ("list", "data files under a path"),
@@ -405,7 +243,7 @@ class SkyhookServer(flight.FlightServerBase):
         files = self.store.list(req.path)
         files = [f for f in files if _allowed(context, self.store.real(f))]
         if kind == "list":
-            body: dict[str, Any] = {"files": files, "sizes": [self._size(f) for f in files]}
+            body: dict[str, Any] = {"files": files, "sizes": [self.store.size(f) for f in files]}
         elif kind == "count":
             body = {"events": sum(readers.count_events(self.store.candidate(f), file_format(f) or "", req.tree)
                                   for f in files)}
@@ -415,10 +253,6 @@ class SkyhookServer(flight.FlightServerBase):
             body = {"columns": readers.available_columns(self.store.candidate(files[0]),
                                                          file_format(files[0]) or "", req.tree)}
         return json.dumps(body).encode()
-
-    def _size(self, rel: str) -> int:
-        afs, path = self.store.path.arrow_filesystem(self.store.url(rel))
-        return int(afs.get_file_info(path).size or 0)
 
     # -- limits ------------------------------------------------------------------------------
     def _acquire(self) -> None:
@@ -461,42 +295,6 @@ class SkyhookServer(flight.FlightServerBase):
         finally:
             self._release()
 
-    # -- scans -------------------------------------------------------------------------------
-    def _scan(self, req: Request, budget: _Budget) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        fmt = file_format(req.path)
-        if fmt is None:
-            raise ObjectNotFoundError(f"{req.path!r} is not a Parquet, Arrow IPC or ROOT file")
-        cand = self.store.candidate(req.path)
-        if req.hist is not None:
-            table = _histogram(cand, fmt, req, budget)
-            return table.schema, iter(table.to_batches())
-        flt = req.parsed_filter()
-        if fmt == "ipc":
-            it = _iter_ipc(cand, req.columns, flt, req.batch_size)
-        else:
-            it = readers.iter_arrow(cand, fmt, req.tree, req.columns, flt, req.batch_size)
-        it = _checked(it, budget)
-        first = next(it, None)
-        if first is None:  # nothing passed: the schema a client-side read would give
-            empty = _read_ipc(cand, req.columns, flt) if fmt == "ipc" else \
-                readers.read_arrow(cand, fmt, req.tree, req.columns, flt)
-            return empty.schema, iter(())
-
-        def chain():
-            yield first
-            for b in it:
-                yield b if b.schema.equals(first.schema) else b.cast(first.schema)
-
-        return first.schema, chain()
-
-
-def _checked(it: Iterator, budget: _Budget) -> Iterator:
-    """``it``, with the CPU budget checked after every batch (a filter dropping every row still stops)."""
-    for b in it:
-        budget.check()
-        yield b
-
-
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -514,65 +312,6 @@ def _allowed(context, rel: str) -> bool:
         return True
     except flight.FlightUnauthorizedError:
         return False
-
-
-# -- Arrow IPC (the readers cover Parquet and ROOT) ---------------------------------------------------
-def _ipc_dataset(cand: Candidate):
-    import pyarrow.dataset as pads
-
-    fs, path = cand.path.arrow_filesystem(cand.url)
-    return pads.dataset(path, format="ipc", filesystem=fs)
-
-
-def _iter_ipc(cand: Candidate, columns, flt, step: int) -> Iterator[pa.RecordBatch]:
-    dset = _ipc_dataset(cand)
-    need = readers._wanted(dset.schema.names, columns, flt, cand.url)
-    push = readers._arrow_pushdown(flt, dset.schema)
-    if push is not None or flt is None:
-        for b in dset.to_batches(columns=list(columns) if columns is not None else None, filter=push,
-                                 batch_size=step):
-            if b.num_rows:
-                yield b
-        return
-    for b in dset.to_batches(columns=need, batch_size=step):
-        arr = readers._apply_filter(readers._from_arrow(b), columns, flt)
-        if len(arr):
-            yield from readers._to_arrow(arr).to_batches()
-
-
-def _read_ipc(cand: Candidate, columns, flt) -> pa.Table:
-    batches = list(_iter_ipc(cand, columns, flt, 1 << 20))
-    if batches:
-        return pa.Table.from_batches(batches)
-    dset = _ipc_dataset(cand)
-    cols = columns if columns is not None else dset.schema.names
-    return pa.Table.from_batches([], schema=pa.schema([dset.schema.field(c) for c in cols]))
-
-
-# -- histograms -------------------------------------------------------------------------------------
-def _histogram(cand: Candidate, fmt: str, req: Request, budget: _Budget | None = None) -> pa.Table:
-    """Fill ``req.hist`` from the file; one row per bin including under/overflow."""
-    import boost_histogram as bh
-
-    spec = req.hist
-    assert spec is not None
-    expr, weight = spec.filters()
-    need = sorted(expr.columns | (weight.columns if weight else set()))
-    if not expr.columns:
-        raise CasaError(f"histogram expression {spec.expr!r} uses no column")
-    flt = req.parsed_filter()
-    h = bh.Histogram(spec.axis(), storage=bh.storage.Weight())
-    if fmt == "ipc":
-        chunks = (readers._from_arrow(b) for b in _iter_ipc(cand, need, flt, req.batch_size))
-    else:
-        chunks = readers.iter_awkward(cand, fmt, req.tree, need, flt, req.batch_size)
-    for arr in chunks:
-        values, weights = fill_values(arr, expr, weight)
-        h.fill(values, weight=weights)
-        if budget is not None:
-            budget.check()
-    view = h.view(flow=True)
-    return pa.table({"value": pa.array(view.value), "variance": pa.array(view.variance)})
 
 
 # -- command line ------------------------------------------------------------------------------------
